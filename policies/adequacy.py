@@ -1,0 +1,41 @@
+"""How likely a model is to pass evaluation on a task kind: a Beta–Bernoulli posterior.
+
+The prior comes from the model's configured quality (0–1) with a strength in pseudo-observations;
+every evaluator verdict stored in the ledger adds one pass or one fail.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from polycascade.catalog import ModelSpec
+from polycascade.ledger import Tally
+
+__all__ = ["Adequacy", "Posterior"]
+
+
+@dataclass(frozen=True, slots=True)
+class Posterior:
+    alpha: float
+    beta: float
+
+    @property
+    def mean(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.betavariate(self.alpha, self.beta)
+
+
+@dataclass(frozen=True, slots=True)
+class Adequacy:
+    """`prior_strength` pseudo-observations at the model's quality (or `default_quality`)."""
+
+    prior_strength: float = 4.0
+    default_quality: float = 0.5
+
+    def posterior(self, spec: ModelSpec, tally: Tally | None) -> Posterior:
+        quality = min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
+        passes, fails = (tally.passes, tally.fails) if tally else (0, 0)
+        return Posterior(quality * self.prior_strength + passes, (1 - quality) * self.prior_strength + fails)

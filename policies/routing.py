@@ -1,0 +1,216 @@
+"""Which model gets the next rung of a task: a pure function of candidates, history and need.
+
+1. Reject candidates that cannot or may not take the call (capabilities, context window,
+   already tried, not stronger than the rung that just failed, and every policy rule), each
+   with the rule's name and the values it compared.
+2. Estimate P(pass) per candidate from the ledger's verdicts (`Adequacy`).
+3. Rank by expected total cost: this call, plus P(fail) × the expected cost of the best plan
+   among stronger candidates (computed strongest-first, so it is exact for the ladder).
+4. Choose the cheapest plan among candidates expected to be adequate (P(pass) ≥ threshold); if
+   none is, the strongest. With exploration on, a Thompson sample may instead pick a candidate
+   whose call costs no more than the greedy choice: new cheap models earn trust, safely.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from polycascade.catalog import ModelSpec
+from polycascade.ledger import Tally
+
+from .adequacy import Adequacy, Posterior
+
+__all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose"]
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What the next call needs."""
+
+    task_kind: str = "general"
+    data_class: str = "internal"
+    input_tokens: int = 0
+    max_tokens: int = 512
+    capabilities: frozenset[str] = frozenset()
+    tried: frozenset[str] = frozenset()
+    stronger_than: float | None = None  # P(pass) of the rung that just failed
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    rule: str
+    reason: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reason": self.reason, "values": dict(self.values)}
+
+
+class Rule(Protocol):
+    """A policy rule: `None` allows the model, a `Denial` says why not."""
+
+    def __call__(self, spec: ModelSpec, need: Need) -> Denial | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    model: str
+    vendor: str
+    p_pass: float
+    call_cost: float
+    expected_total: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "vendor": self.vendor,
+            "p_pass": round(self.p_pass, 4),
+            "call_cost_usd": f"{self.call_cost:.8f}",
+            "expected_total_usd": f"{self.expected_total:.8f}",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    chosen: str | None
+    reason: str
+    candidates: tuple[Estimate, ...]
+    rejected: Mapping[str, Denial]
+    threshold: float = 0.5
+
+    @property
+    def estimate(self) -> Estimate | None:
+        return next((c for c in self.candidates if c.model == self.chosen), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "threshold": self.threshold,
+            "candidates": [{**c.to_dict(), "adequate": c.p_pass >= self.threshold} for c in self.candidates],
+            "rejected": {model: d.to_dict() for model, d in sorted(self.rejected.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    adequacy: Adequacy = Adequacy()
+    threshold: float = 0.5
+    output_fraction: float = 0.5  # expected output tokens as a share of max_tokens
+    explore: bool = False
+    explore_cost_ratio: float = 1.0  # exploration may pick a call costing up to this × the greedy one
+
+
+def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> float:
+    return float(spec.input_price) * need.input_tokens + float(spec.output_price) * need.max_tokens * output_fraction
+
+
+def max_call_cost(spec: ModelSpec, need: Need) -> Decimal:
+    """The most this call can cost: what budgets reserve."""
+    return spec.cost(need.input_tokens, need.max_tokens)
+
+
+def choose(
+    pool: Sequence[ModelSpec],
+    need: Need,
+    tallies: Mapping[str, Tally],
+    settings: RoutingSettings = RoutingSettings(),
+    rules: Sequence[Rule] = (),
+    rng: random.Random | None = None,
+) -> Decision:
+    """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`."""
+    rejected: dict[str, Denial] = {}
+    allowed: list[tuple[ModelSpec, Posterior]] = []
+    for spec in pool:
+        posterior = settings.adequacy.posterior(spec, tallies.get(spec.id))
+        denial = _builtin_denial(spec, need, posterior.mean) or next(
+            (d for rule in rules if (d := rule(spec, need))), None
+        )
+        if denial is None:
+            allowed.append((spec, posterior))
+        else:
+            rejected[spec.id] = denial
+    if not allowed:
+        return Decision(None, "no candidate left", (), rejected, settings.threshold)
+    estimates = _plan(allowed, need, settings.output_fraction)
+    greedy = _greedy(estimates, settings.threshold)
+    chosen, reason = greedy, _why(greedy, settings.threshold)
+    if settings.explore and rng is not None:
+        explored = _thompson(allowed, estimates, greedy, settings, rng)
+        if explored is not None and explored.model != greedy.model:
+            chosen = explored
+            reason = f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
+    ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
+    return Decision(chosen.model, reason, ordered, rejected, settings.threshold)
+
+
+def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
+    if spec.id in need.tried:
+        return Denial("tried", "already attempted for this task")
+    if missing := need.capabilities - spec.capabilities:
+        return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
+    if need.input_tokens + need.max_tokens > spec.context_window:
+        return Denial(
+            "context_window",
+            "prompt and answer do not fit",
+            {"needed": need.input_tokens + need.max_tokens, "window": spec.context_window},
+        )
+    if need.stronger_than is not None and p <= need.stronger_than:
+        return Denial(
+            "not_stronger",
+            "escalation needs a stronger model than the one that failed",
+            {"p_pass": round(p, 4), "failed_p_pass": round(need.stronger_than, 4)},
+        )
+    return None
+
+
+def _plan(allowed: list[tuple[ModelSpec, Posterior]], need: Need, output_fraction: float) -> list[Estimate]:
+    """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
+    estimates: list[Estimate] = []
+    best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
+    for spec, posterior in sorted(allowed, key=lambda sp: (-sp[1].mean, expected_call_cost(sp[0], need, output_fraction))):
+        cost = expected_call_cost(spec, need, output_fraction)
+        total = cost + (1 - posterior.mean) * (best_stronger or 0.0)
+        estimates.append(Estimate(spec.id, spec.vendor, posterior.mean, cost, total))
+        best_stronger = total if best_stronger is None else min(best_stronger, total)
+    return estimates
+
+
+def _greedy(estimates: list[Estimate], threshold: float) -> Estimate:
+    adequate = [e for e in estimates if e.p_pass >= threshold]
+    if adequate:
+        return min(adequate, key=lambda e: (e.expected_total, -e.p_pass, e.model))
+    return max(estimates, key=lambda e: (e.p_pass, -e.call_cost))
+
+
+def _why(chosen: Estimate, threshold: float) -> str:
+    if chosen.p_pass >= threshold:
+        return (
+            f"cheapest expected total ${chosen.expected_total:.6f} among models with "
+            f"P(pass) >= {threshold:g} (P={chosen.p_pass:.2f})"
+        )
+    return f"no model reaches P(pass) >= {threshold:g}; strongest available (P={chosen.p_pass:.2f})"
+
+
+def _thompson(
+    allowed: list[tuple[ModelSpec, Posterior]],
+    estimates: list[Estimate],
+    greedy: Estimate,
+    settings: RoutingSettings,
+    rng: random.Random,
+) -> Estimate | None:
+    """The cheapest candidate whose sampled P(pass) is adequate, within the exploration cost cap."""
+    by_id = {e.model: e for e in estimates}
+    cap = greedy.call_cost * settings.explore_cost_ratio
+    affordable = sorted(
+        ((by_id[spec.id], posterior) for spec, posterior in allowed if by_id[spec.id].call_cost <= cap),
+        key=lambda pair: (pair[0].call_cost, pair[0].model),
+    )
+    for estimate, posterior in affordable:  # one draw per candidate, in a fixed order: seeded runs repeat
+        if posterior.sample(rng) >= settings.threshold:
+            return estimate
+    return None

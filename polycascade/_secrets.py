@@ -1,0 +1,56 @@
+"""Keep credentials out of logs, ledgers, checkpoints and error text.
+
+Any run of 8 or more characters taken from a secret is replaced, so a provider message that
+echoes part of a key ("Incorrect API key provided: sk-abc…xyz") is scrubbed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from functools import lru_cache
+
+__all__ = ["RedactingFilter", "redact", "secret_values"]
+
+_SECRET_NAME = re.compile(r"(API_KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+_WINDOW = 8
+MASK = "[redacted]"
+
+
+def secret_values() -> tuple[str, ...]:
+    """Values of environment variables whose names mark them as credentials."""
+    return tuple(
+        sorted(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _WINDOW)
+    )
+
+
+@lru_cache(maxsize=8)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    windows = {s[i : i + _WINDOW] for s in secrets for i in range(len(s) - _WINDOW + 1)}
+    if not windows:
+        return None
+    # Longest first so a whole key is consumed in one match rather than window by window.
+    alternatives = sorted(set(secrets) | windows, key=len, reverse=True)
+    return re.compile("|".join(re.escape(a) for a in alternatives))
+
+
+def redact(text: str, extra: tuple[str, ...] = ()) -> str:
+    pattern = _pattern(tuple(sorted(set(secret_values()) | set(extra))))
+    if pattern is None:
+        return text
+    previous = None
+    while previous != text:  # masking can join two halves into a new window; repeat until stable
+        previous, text = text, pattern.sub(MASK, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs secrets from the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True

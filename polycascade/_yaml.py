@@ -1,0 +1,65 @@
+"""Load YAML into pydantic models with errors that name file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: str | Path, model: type[M], error: type[ConfigError] = ConfigError) -> M:
+    """Parse `path` and validate it as `model`; raise `error` with `file:line: field: problem`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror}). Check the path.") from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else "?"
+        raise error(f"{path}:{line}: invalid YAML: {exc.problem or exc.context}") from None
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise error(_describe(path, root, exc)) from None
+
+
+def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        secretish = any(word in field.lower() for word in ("key", "secret", "token", "password"))
+        value = f" (got {err['input']!r})" if err["type"] != "missing" and not secretish else ""
+        lines.append(f"{path}:{_line_of(root, loc)}: field '{field}': {err['msg']}{value}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the deepest node on `loc` that exists in the document."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if k.value == str(key):
+                return v
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        return node.value[key]
+    return None

@@ -1,0 +1,132 @@
+"""The `polycascade` command. Heavy imports (litellm, langgraph) happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .catalog import Catalog, ModelSpec
+from .errors import ConfigError, PolycascadeError
+
+app = typer.Typer(
+    help="Route each LLM subtask to the cheapest adequate model; verify, escalate and govern.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ModelsOpt = Annotated[Path | None, typer.Option("--models", help="YAML file adding or overriding models.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def _root() -> None:
+    """Route each LLM subtask to the cheapest adequate model; verify, escalate and govern."""
+
+
+@app.command()
+def models(
+    vendor: Annotated[str | None, typer.Option(help="Only this vendor (maker), e.g. deepseek.")] = None,
+    jurisdiction: Annotated[str | None, typer.Option(help="Only this vendor jurisdiction, e.g. CN.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this LiteLLM provider, e.g. together_ai.")] = None,
+    capability: Annotated[str | None, typer.Option(help="tools | json_schema | vision | reasoning")] = None,
+    models_file: ModelsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List catalog models with prices (USD per 1M tokens) and jurisdictions."""
+    specs = Catalog.load(models_file).select(
+        vendor=vendor, jurisdiction=jurisdiction, provider=provider, capability=capability
+    )
+    if as_json:
+        out.print_json(json.dumps([_spec_json(s) for s in specs]))
+        return
+    table = Table(title=f"{len(specs)} models")
+    for column in ("model", "vendor", "juris.", "host", "$/M in", "$/M out", "context", "capabilities"):
+        table.add_column(column, overflow="fold")
+    for s in specs:
+        price_in, price_out = s.price_per_mtok()
+        host = "self-hosted" if s.hosting == "self_hosted" else f"{s.host} ({s.host_jurisdiction})"
+        caps = ",".join(sorted(s.capabilities))
+        table.add_row(s.id, s.vendor, s.jurisdiction, host, str(price_in), str(price_out), str(s.context_window), caps)
+    out.print(table)
+
+
+def _spec_json(s: ModelSpec) -> dict[str, Any]:
+    price_in, price_out = s.price_per_mtok()
+    return {
+        "id": s.id,
+        "provider": s.provider,
+        "vendor": s.vendor,
+        "jurisdiction": s.jurisdiction,
+        "host": s.host,
+        "host_jurisdiction": s.host_jurisdiction,
+        "hosting": s.hosting,
+        "open_weights": s.open_weights,
+        "input_usd_per_mtok": str(price_in),
+        "output_usd_per_mtok": str(price_out),
+        "context_window": s.context_window,
+        "capabilities": sorted(s.capabilities),
+    }
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="The task.")],
+    schema: Annotated[str | None, typer.Option(help="module:Model — the answer must validate as this pydantic model.")] = None,
+    models_file: ModelsOpt = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="A catalog model for the pool (repeatable).")] = None,
+    judge: Annotated[list[str] | None, typer.Option("--judge", help="Judge model (repeatable); default: the pool's strongest of another vendor.")] = None,
+    local: Annotated[bool, typer.Option("--local/--no-local", help="Add the free local SmolLM2 rung.")] = True,
+    kind: Annotated[str, typer.Option(help="Task kind: routing learns adequacy per kind.")] = "general",
+    data_class: Annotated[str, typer.Option(help="public | internal | confidential | your own.")] = "internal",
+    max_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    max_rungs: Annotated[int, typer.Option(min=1)] = 3,
+    ledger: Annotated[str, typer.Option(help="Ledger URL: sqlite:///FILE, a path, or memory://.")] = "polycascade.db",
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one prompt with the cheapest adequate model; show every attempt and why."""
+    from ._ask import AskOptions, run_ask
+
+    options = AskOptions(
+        prompt=prompt, schema=schema, models_file=models_file, models=model or [], judges=judge or [], local=local,
+        kind=kind, data_class=data_class, max_tokens=max_tokens, max_rungs=max_rungs, ledger=ledger,
+    )  # fmt: skip
+    result = run_ask(options)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    _print_result(result)
+
+
+def _print_result(result: Any) -> None:
+    colour = {"verified": "green", "unverified": "yellow", "failed": "red"}[result.status]
+    out.print(result.answer if result.answer is not None else "(no answer)", markup=False, highlight=False)
+    out.print(f"[{colour}]{result.status}[/{colour}] · ${result.total_cost} · {result.stop_reason}")
+    table = Table(title="attempts")
+    for column in ("#", "model", "vendor", "cost $", "verdict", "why this model"):
+        table.add_column(column, overflow="fold")
+    for a in result.attempts:
+        verdict = a.error or (f"{'pass' if a.verdict.passed else 'fail'}: {a.verdict.reason}" if a.verdict else "")
+        why = a.decision.get("reason", "") if a.decision else ""
+        table.add_row(str(a.rung), a.model, a.vendor, str(a.cost), verdict, why)
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 2; provider errors exit 3."""
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(2)
+    except PolycascadeError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        sys.exit(3)

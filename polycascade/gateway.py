@@ -1,0 +1,265 @@
+"""The one way out to a model: LiteLLM, with retries, typed errors, cost and a ledger row.
+
+This is the only module that imports litellm, and `_call_litellm` is the single outbound call
+site, where the network guard refuses any non-loopback address while tests run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported: no fetch
+
+import litellm  # noqa: E402
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt  # noqa: E402
+from tenacity.wait import wait_base  # noqa: E402
+
+from . import errors  # noqa: E402
+from ._secrets import RedactingFilter, redact  # noqa: E402
+from ._sync import run_sync  # noqa: E402
+from .catalog import Catalog, ModelSpec  # noqa: E402
+from .ledger import CallRecord, Ledger, new_call_id  # noqa: E402
+from .types import Completion, CompletionRequest, ToolCall, Usage  # noqa: E402
+
+__all__ = ["Gateway", "RetryPolicy", "loopback_only"]
+
+log = logging.getLogger("polycascade.gateway")
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+litellm.drop_params = True
+for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "polycascade"):
+    logging.getLogger(_name).addFilter(RedactingFilter())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries of one call on transient failures: jittered exponential backoff, Retry-After honoured."""
+
+    max_attempts: int = 4
+    initial_s: float = 0.5
+    max_backoff_s: float = 20.0
+    max_retry_after_s: float = 60.0
+
+
+class _Backoff(wait_base):
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: Any) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        if hint is not None:
+            return float(min(hint, self.policy.max_retry_after_s))
+        ceiling = min(self.policy.max_backoff_s, self.policy.initial_s * 2 ** (retry_state.attempt_number - 1))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never above the cap
+
+
+def loopback_only() -> bool:
+    """True while tests run (pytest sets PYTEST_CURRENT_TEST) or when POLYCASCADE_LOOPBACK_ONLY=1."""
+    return os.environ.get("POLYCASCADE_LOOPBACK_ONLY") == "1" or "PYTEST_CURRENT_TEST" in os.environ
+
+
+class Gateway:
+    """Calls models through LiteLLM. `complete` is the async seam; `complete_sync` wraps it."""
+
+    def __init__(self, catalog: Catalog, ledger: Ledger | None = None, retry: RetryPolicy | None = None) -> None:
+        self.catalog, self.ledger, self.retry = catalog, ledger, retry or RetryPolicy()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        spec = self.catalog[request.model]
+        call_id, started, attempts = new_call_id(), time.perf_counter(), 0
+
+        async def once() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            return _parse(await _call_litellm(spec, request), spec, call_id, started, attempts)
+
+        try:
+            completion = await self._retrying(once)
+        except errors.PolycascadeError as exc:
+            await self._record(spec, request, call_id, started, attempts, type(exc).__name__)
+            raise
+        await self._record(spec, request, call_id, started, attempts, "ok", completion)
+        return completion
+
+    def complete_sync(self, request: CompletionRequest) -> Completion:
+        return run_sync(self.complete(request))
+
+    async def _retrying(self, once: Callable[[], Awaitable[Completion]]) -> Completion:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=_Backoff(self.retry),
+            retry=retry_if_exception_type(errors.RetryableProviderError),
+            reraise=True,
+        ):
+            with attempt:
+                return await once()
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _record(
+        self,
+        spec: ModelSpec,
+        request: CompletionRequest,
+        call_id: str,
+        started: float,
+        attempts: int,
+        outcome: str,
+        completion: Completion | None = None,
+    ) -> None:
+        if self.ledger is None:
+            return
+        ctx = request.context
+        usage = completion.usage if completion else Usage()
+        await self.ledger.record(
+            CallRecord(
+                call_id=call_id, model=spec.id, vendor=spec.vendor, jurisdiction=spec.jurisdiction,
+                host_jurisdiction=spec.host_jurisdiction, outcome=outcome, run_id=ctx.run_id,
+                task_id=ctx.task_id, node=ctx.node, task_kind=ctx.task_kind, data_class=ctx.data_class,
+                tenant=ctx.tenant, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                cost=completion.cost if completion else spec.cost(0, 0),
+                latency_s=time.perf_counter() - started, attempts=attempts, decision=ctx.decision,
+            )  # fmt: skip
+        )
+
+
+def _check_network(spec: ModelSpec) -> None:
+    if not loopback_only():
+        return
+    host = urlsplit(spec.api_base).hostname if spec.api_base else None
+    if host is None or not _is_loopback(host):
+        where = host or f"{spec.provider}'s public endpoint"
+        raise errors.NetworkGuardError(
+            f"refused to call {spec.id} at {where}: the network guard allows only loopback while "
+            "tests run. Point the model's api_base at a local server (polycascade.testing)."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_key(spec: ModelSpec) -> str | None:
+    if spec.api_key_env:
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise errors.ConfigError(f"model {spec.id} needs the environment variable {spec.api_key_env} set.")
+        return key
+    return "unused" if spec.api_base else None  # local servers need no key, but the client wants one
+
+
+async def _call_litellm(spec: ModelSpec, request: CompletionRequest) -> Any:
+    _check_network(spec)
+    kwargs: dict[str, Any] = {
+        "model": spec.litellm_model,
+        "messages": [m.to_openai() for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "timeout": request.timeout_s,
+        "max_retries": 0,  # retries are ours: counted, logged and bounded
+        "num_retries": 0,
+    }
+    if request.temperature is not None:
+        kwargs["temperature"] = request.temperature
+    if spec.api_base:
+        kwargs["api_base"] = spec.api_base
+    if (key := _api_key(spec)) is not None:
+        kwargs["api_key"] = key
+    if request.tools:
+        kwargs["tools"] = list(request.tools)
+    if request.json_schema is not None:
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": request.json_schema},
+        }
+    try:
+        return await litellm.acompletion(**kwargs)
+    except Exception as exc:  # every litellm failure becomes one of ours, scrubbed of secrets
+        raise _translate(exc, spec) from None
+
+
+def _translate(exc: Exception, spec: ModelSpec) -> errors.PolycascadeError:
+    text = redact(str(exc))[:500]
+    status = getattr(exc, "status_code", None)
+    model = spec.id
+    match exc:
+        case litellm.ContextWindowExceededError():
+            return errors.ContextWindowExceeded(
+                f"prompt exceeds the {spec.context_window}-token context window: {text}", model=model, status=status
+            )
+        case litellm.ContentPolicyViolationError():
+            return errors.ContentPolicyViolation(f"content refused by the vendor: {text}", model=model, status=status)
+        case litellm.RateLimitError():
+            return errors.RateLimited(text, model=model, status=429, retry_after=_retry_after(exc))
+        case litellm.Timeout():
+            return errors.ProviderTimeout(f"no answer in time: {text}", model=model)
+        case litellm.AuthenticationError() | litellm.PermissionDeniedError():
+            hint = f"check {spec.api_key_env}" if spec.api_key_env else "set the vendor's API key"
+            return errors.RequestRejected(f"credentials refused ({hint}): {text}", model=model, status=status)
+        case litellm.APIResponseValidationError():
+            return errors.MalformedResponse(f"unparseable response: {text}", model=model, status=status)
+        case litellm.BadRequestError() | litellm.NotFoundError() | litellm.UnprocessableEntityError():
+            return errors.RequestRejected(f"request refused: {text}", model=model, status=status)
+        case litellm.APIConnectionError() | litellm.InternalServerError() if _is_malformed_body(text):
+            return errors.MalformedResponse(f"unparseable response: {text}", model=model, status=status)
+        case litellm.APIConnectionError() | litellm.ServiceUnavailableError() | litellm.InternalServerError():
+            return errors.ProviderUnavailable(text, model=model, status=status, retry_after=_retry_after(exc))
+        case errors.PolycascadeError():
+            return exc
+        case _ if isinstance(status, int) and status >= 500:
+            return errors.ProviderUnavailable(text, model=model, status=status, retry_after=_retry_after(exc))
+        case _ if isinstance(status, int) and 400 <= status < 500:
+            return errors.RequestRejected(f"request refused: {text}", model=model, status=status)
+        case _:
+            return errors.MalformedResponse(f"{type(exc).__name__}: {text}", model=model, status=status)
+
+
+def _is_malformed_body(text: str) -> bool:
+    lowered = text.lower()
+    return "json" in lowered and ("decode" in lowered or "expecting" in lowered or "invalid" in lowered)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(getattr(exc, "response", None), "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _parse(response: Any, spec: ModelSpec, call_id: str, started: float, attempts: int) -> Completion:
+    try:
+        choice = response.choices[0]
+        message = choice.message
+        usage = Usage(int(response.usage.prompt_tokens), int(response.usage.completion_tokens))
+        tool_calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=json.loads(c.function.arguments or "{}"))
+            for c in (message.tool_calls or ())
+        )
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise errors.MalformedResponse(f"response lacks {exc}", model=spec.id) from None
+    return Completion(
+        call_id=call_id,
+        model=spec.id,
+        vendor=spec.vendor,
+        text=message.content or "",
+        tool_calls=tool_calls,
+        usage=usage,
+        cost=spec.cost(usage.input_tokens, usage.output_tokens),
+        latency_s=time.perf_counter() - started,
+        attempts=attempts,
+        finish_reason=choice.finish_reason,
+    )

@@ -1,0 +1,189 @@
+"""The ledger: one row per model call, and the aggregate queries policies decide on.
+
+Implementations: `MemoryLedger` (tests, one process) and `SQLiteLedger` (default: a file in WAL
+mode). All pass the same conformance suite (`tests/test_ledger_conformance.py`).
+Money is stored as integer picodollars (1e-12 USD), exact for any price quoted to six decimals
+per million tokens, so sums in SQL stay exact; the API speaks `Decimal`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import ConfigError
+
+__all__ = [
+    "CallRecord",
+    "Ledger",
+    "MemoryLedger",
+    "Outcome",
+    "SpendRow",
+    "Tally",
+    "new_call_id",
+    "open_ledger",
+]
+
+PICO = Decimal("1e-12")
+Outcome = str  # "ok" or the error class name, e.g. "RateLimited"
+
+
+def new_call_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def to_pico(amount: Decimal) -> int:
+    return int((amount / PICO).to_integral_value(ROUND_HALF_EVEN))
+
+
+def from_pico(pico: int) -> Decimal:
+    return (Decimal(pico) * PICO).normalize() if pico else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    call_id: str
+    model: str
+    vendor: str
+    jurisdiction: str
+    outcome: Outcome
+    run_id: str = "adhoc"
+    task_id: str = ""
+    node: str = ""
+    task_kind: str = "general"
+    data_class: str = "internal"
+    tenant: str = "default"
+    host_jurisdiction: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    latency_s: float = 0.0
+    attempts: int = 1
+    verdict: bool | None = None
+    score: float | None = None
+    evaluator: str | None = None
+    decision: dict[str, Any] | None = None
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """Spend and call count for one group (a vendor, a jurisdiction …)."""
+
+    calls: int
+    cost: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Evaluator outcomes of one model on one task kind."""
+
+    passes: int = 0
+    fails: int = 0
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    async def record(self, rec: CallRecord) -> None: ...
+
+    async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None: ...
+
+    async def get(self, call_id: str) -> CallRecord | None: ...
+
+    async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]: ...
+
+    async def spend_by(
+        self, key: str, *, since: float | None = None, run_id: str | None = None
+    ) -> dict[str, SpendRow]:
+        """Group successful and failed calls by `key` ("vendor", "jurisdiction", "model", "tenant")."""
+        ...
+
+    async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
+        """Evaluator verdicts per (task kind, model)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+GROUP_KEYS = frozenset({"vendor", "jurisdiction", "model", "tenant", "task_kind", "run_id", "host_jurisdiction"})
+
+
+def check_group_key(key: str) -> str:
+    if key not in GROUP_KEYS:
+        raise ValueError(f"cannot group spend by {key!r}; use one of {sorted(GROUP_KEYS)}")
+    return key
+
+
+class MemoryLedger:
+    """A ledger in a Python list: for tests and one-off scripts."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, CallRecord] = {}
+
+    async def record(self, rec: CallRecord) -> None:
+        self._rows[rec.call_id] = rec
+
+    async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
+        if call_id in self._rows:
+            self._rows[call_id] = replace(self._rows[call_id], verdict=passed, score=score, evaluator=evaluator)
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        return self._rows.get(call_id)
+
+    async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
+        return [
+            r
+            for r in self._rows.values()
+            if (run_id is None or r.run_id == run_id) and (task_id is None or r.task_id == task_id)
+        ]
+
+    async def spend_by(
+        self, key: str, *, since: float | None = None, run_id: str | None = None
+    ) -> dict[str, SpendRow]:
+        check_group_key(key)
+        rows = (r for r in self._rows.values() if (since is None or r.ts >= since))
+        return _group(rows, key, run_id)
+
+    async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
+        out: dict[tuple[str, str], Tally] = {}
+        for r in self._rows.values():
+            if r.verdict is None or (task_kind is not None and r.task_kind != task_kind):
+                continue
+            t = out.get((r.task_kind, r.model), Tally())
+            out[(r.task_kind, r.model)] = Tally(t.passes + r.verdict, t.fails + (not r.verdict))
+        return out
+
+    async def close(self) -> None:
+        pass
+
+
+def _group(rows: Iterable[CallRecord], key: str, run_id: str | None) -> dict[str, SpendRow]:
+    calls: dict[str, int] = defaultdict(int)
+    pico: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if run_id is not None and r.run_id != run_id:
+            continue
+        group = getattr(r, key)
+        calls[group] += 1
+        pico[group] += to_pico(r.cost)
+    return {g: SpendRow(calls[g], from_pico(pico[g])) for g in calls}
+
+
+def open_ledger(url: str | Path | None = None) -> Ledger:
+    """`memory://`, `sqlite:///path.db` or a plain path (SQLite). Default: `polycascade.db`."""
+    text = str(url) if url is not None else "polycascade.db"
+    if text == "memory://":
+        return MemoryLedger()
+    if text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"ledger {text.split('@')[-1]!r}: the PostgreSQL ledger is not available yet.")
+    if "://" in text and not text.startswith("sqlite:///"):
+        raise ConfigError(f"unknown ledger URL scheme in {text.split('://')[0]!r}; use memory:// or sqlite:///FILE")
+    from ._ledger_sqlite import SQLiteLedger
+
+    return SQLiteLedger(text.removeprefix("sqlite:///"))

@@ -1,0 +1,101 @@
+"""A task, the verdict on an answer, each attempt at it, and the result the caller gets."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+__all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
+
+Status = Literal["verified", "unverified", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of LLM work. `schema` asks for JSON that validates as that pydantic model."""
+
+    prompt: str
+    kind: str = "general"
+    data_class: str = "internal"
+    system: str | None = None
+    schema: type[BaseModel] | None = None
+    max_tokens: int = 512
+    cost_ceiling: Decimal | None = None
+    capabilities: frozenset[str] = frozenset()
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    run_id: str = "adhoc"
+    tenant: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An evaluator's judgement. `verifies` is False for sanity checks that cannot vouch for an answer."""
+
+    passed: bool
+    score: float
+    reason: str
+    evaluator: str
+    verifies: bool = True
+    cost: Decimal = Decimal(0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "score": round(self.score, 4),
+            "reason": self.reason,
+            "evaluator": self.evaluator,
+            "verifies": self.verifies,
+            "cost_usd": str(self.cost),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    rung: int
+    model: str
+    vendor: str
+    cost: Decimal
+    answer: str | None
+    call_id: str | None = None
+    verdict: Verdict | None = None
+    error: str | None = None
+    decision: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rung": self.rung,
+            "model": self.model,
+            "vendor": self.vendor,
+            "cost_usd": str(self.cost),
+            "call_id": self.call_id,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
+            "error": self.error,
+            "why": self.decision.get("reason") if self.decision else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    task_id: str
+    answer: str | None
+    status: Status
+    verdict: Verdict | None
+    attempts: tuple[Attempt, ...]
+    total_cost: Decimal
+    parsed: BaseModel | None = None
+    stop_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "answer": self.answer,
+            "status": self.status,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
+            "total_cost_usd": str(self.total_cost),
+            "stop_reason": self.stop_reason,
+            "attempts": [a.to_dict() for a in self.attempts],
+        }

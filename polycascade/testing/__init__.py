@@ -1,0 +1,15 @@
+"""Loopback model servers for tests, yours included: scripted vendors and the real local model."""
+
+from ._local import LOCAL_MODEL_ID, LocalModel, smollm2_path
+from ._scripted import Fault, Reply, ScriptedRequest, ScriptedServer, approx_tokens
+
+__all__ = [
+    "LOCAL_MODEL_ID",
+    "Fault",
+    "LocalModel",
+    "Reply",
+    "ScriptedRequest",
+    "ScriptedServer",
+    "approx_tokens",
+    "smollm2_path",
+]

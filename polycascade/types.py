@@ -1,0 +1,95 @@
+"""Plain data passed between layers: what to ask a model, what came back, and call context."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+__all__ = ["CallContext", "Completion", "CompletionRequest", "Message", "ToolCall", "Usage"]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+    tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": json.dumps(self.arguments)},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and why; stored with the call in the ledger."""
+
+    run_id: str = "adhoc"
+    task_id: str = ""
+    node: str = ""
+    task_kind: str = "general"
+    data_class: str = "internal"
+    tenant: str = "default"
+    decision: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int = 512
+    temperature: float | None = 0.0
+    tools: tuple[dict[str, Any], ...] = ()
+    json_schema: dict[str, Any] | None = None
+    timeout_s: float = 60.0
+    context: CallContext = field(default_factory=CallContext)
+
+    @classmethod
+    def of(cls, model: str, prompt: str, *, system: str | None = None, **kw: Any) -> CompletionRequest:
+        messages = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
+        return cls(model=model, messages=messages, **kw)
+
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    call_id: str
+    model: str
+    vendor: str
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage
+    cost: Decimal
+    latency_s: float
+    attempts: int
+    finish_reason: str | None = None

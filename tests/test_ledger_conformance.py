@@ -1,0 +1,107 @@
+"""One suite every ledger backend must pass."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id, open_ledger
+from polycascade._ledger_sqlite import SQLiteLedger
+
+BACKENDS: dict[str, Callable[[Path], Ledger]] = {
+    "memory": lambda tmp: MemoryLedger(),
+    "sqlite": lambda tmp: SQLiteLedger(tmp / "ledger.db"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    await backend.close()
+
+
+def call(**kw: object) -> CallRecord:
+    base: dict[str, object] = dict(call_id=new_call_id(), model="m-cheap", vendor="DeepSeek", jurisdiction="CN", outcome="ok")
+    base.update(kw)
+    return CallRecord(**base)  # type: ignore[arg-type]
+
+
+async def test_round_trips_every_field(ledger: Ledger) -> None:
+    rec = call(
+        run_id="r", task_id="t", node="attempt", task_kind="extract", data_class="confidential", tenant="acme",
+        host_jurisdiction="US", input_tokens=12, output_tokens=3, cost=Decimal("0.00000123"), latency_s=0.5,
+        attempts=2, decision={"chosen": "m-cheap", "rejected": {"m-x": "residency"}},
+    )  # fmt: skip
+    await ledger.record(rec)
+    assert await ledger.get(rec.call_id) == rec
+    assert await ledger.get("missing") is None
+
+
+async def test_costs_sum_exactly(ledger: Ledger) -> None:
+    for _ in range(1000):
+        await ledger.record(call(cost=Decimal("0.0000001")))
+    spend = await ledger.spend_by("vendor")
+    assert spend["DeepSeek"].cost == Decimal("0.0001")
+    assert spend["DeepSeek"].calls == 1000
+
+
+async def test_spend_by_vendor_over_a_window_and_by_run(ledger: Ledger) -> None:
+    now = time.time()
+    await ledger.record(call(vendor="OpenAI", cost=Decimal("2"), ts=now - 90_000, run_id="old"))
+    await ledger.record(call(vendor="OpenAI", cost=Decimal("1"), ts=now, run_id="r1"))
+    await ledger.record(call(vendor="Mistral", cost=Decimal("3"), ts=now, run_id="r2"))
+    day = await ledger.spend_by("vendor", since=now - 86_400)
+    assert {v: r.cost for v, r in day.items()} == {"OpenAI": Decimal("1"), "Mistral": Decimal("3")}
+    run = await ledger.spend_by("vendor", run_id="r1")
+    assert {v: (r.calls, r.cost) for v, r in run.items()} == {"OpenAI": (1, Decimal("1"))}
+    by_juris = await ledger.spend_by("jurisdiction")
+    assert (by_juris["CN"].calls, by_juris["CN"].cost) == (3, Decimal("6"))
+
+
+async def test_spend_by_rejects_unknown_columns(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="cannot group"):
+        await ledger.spend_by("cost; DROP TABLE calls")
+
+
+async def test_calls_by_run_and_task(ledger: Ledger) -> None:
+    await ledger.record(call(run_id="r", task_id="a"))
+    await ledger.record(call(run_id="r", task_id="b"))
+    await ledger.record(call(run_id="s", task_id="a"))
+    assert len(await ledger.calls(run_id="r")) == 2
+    assert len(await ledger.calls(run_id="r", task_id="a")) == 1
+    assert len(await ledger.calls()) == 3
+
+
+async def test_verdicts_tally_per_kind_and_model(ledger: Ledger) -> None:
+    ids = []
+    for kind, model, passed in [("qa", "a", True), ("qa", "a", False), ("qa", "a", False), ("qa", "b", True), ("sum", "a", True)]:
+        rec = call(task_kind=kind, model=model)
+        ids.append(rec.call_id)
+        await ledger.record(rec)
+        await ledger.set_verdict(rec.call_id, passed, 0.5, "rules")
+    await ledger.record(call(task_kind="qa", model="a"))  # no verdict yet: not counted
+    assert await ledger.tallies("qa") == {("qa", "a"): Tally(1, 2), ("qa", "b"): Tally(1, 0)}
+    assert (await ledger.tallies())[("sum", "a")] == Tally(1, 0)
+    stored = await ledger.get(ids[0])
+    assert stored is not None and (stored.verdict, stored.score, stored.evaluator) == (True, 0.5, "rules")
+
+
+def test_open_ledger_urls(tmp_path: Path) -> None:
+    assert isinstance(open_ledger("memory://"), MemoryLedger)
+    assert isinstance(open_ledger(tmp_path / "x.db"), SQLiteLedger)
+    assert isinstance(open_ledger(f"sqlite:///{tmp_path / 'y.db'}"), SQLiteLedger)
+
+
+async def test_sqlite_ledger_is_durable_across_connections(tmp_path: Path) -> None:
+    first = SQLiteLedger(tmp_path / "l.db")
+    rec = call(cost=Decimal("0.5"))
+    await first.record(rec)
+    await first.close()
+    second = SQLiteLedger(tmp_path / "l.db")
+    assert await second.get(rec.call_id) == rec
+    await second.close()
