@@ -27,8 +27,8 @@ from polycascade.types import CallContext, CompletionRequest, Message
 from .workers import ask_model, extract_json
 
 __all__ = [
-    "AllOf",
     "Agreement",
+    "AllOf",
     "AnyOf",
     "EvalServices",
     "Evaluator",
@@ -63,7 +63,8 @@ class EvalServices:
 
 
 class Evaluator(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict: ...
 
@@ -95,7 +96,9 @@ class SchemaCheck:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(root)"
-            return Verdict(False, 0.0, f"does not validate as {self.schema.__name__}: {where}: {first['msg']}", self.name)
+            return Verdict(
+                False, 0.0, f"does not validate as {self.schema.__name__}: {where}: {first['msg']}", self.name
+            )
         return Verdict(True, 1.0, f"valid {self.schema.__name__}", self.name)
 
 
@@ -196,7 +199,9 @@ class LLMJudge:
             return Verdict(False, 0.0, f"judge {judge.id} gave no SCORE", self.name, cost=reply.cost)
         score = min(float(scores[-1]), 10.0) / 10
         passed = score >= self.threshold
-        return Verdict(passed, score, f"{judge.id} ({judge.vendor}) scored {score * 10:g}/10", self.name, cost=reply.cost)
+        return Verdict(
+            passed, score, f"{judge.id} ({judge.vendor}) scored {score * 10:g}/10", self.name, cost=reply.cost
+        )
 
     def _prompt(self, judged: Judged) -> str:
         return (
@@ -207,9 +212,13 @@ class LLMJudge:
 
 def _sub_context(context: CallContext, evaluator: str) -> CallContext:
     return CallContext(
-        run_id=context.run_id, task_id=context.task_id, node=f"evaluate:{evaluator}", task_kind=f"{context.task_kind}:eval",
-        data_class=context.data_class, tenant=context.tenant,
-    )  # fmt: skip
+        run_id=context.run_id,
+        task_id=context.task_id,
+        node=f"evaluate:{evaluator}",
+        task_kind=f"{context.task_kind}:eval",
+        data_class=context.data_class,
+        tenant=context.tenant,
+    )
 
 
 async def _run_all(evaluators: Sequence[Evaluator], judged: Judged, services: EvalServices) -> list[Verdict]:
@@ -219,9 +228,13 @@ async def _run_all(evaluators: Sequence[Evaluator], judged: Judged, services: Ev
 def _combined(name: str, passed: bool, score: float, verdicts: list[Verdict]) -> Verdict:
     reason = "; ".join(f"{v.evaluator}: {'pass' if v.passed else 'fail'} ({v.reason})" for v in verdicts)
     return Verdict(
-        passed, score, reason, name,
-        verifies=any(v.verifies for v in verdicts), cost=sum((v.cost for v in verdicts), Decimal(0)),
-    )  # fmt: skip
+        passed,
+        score,
+        reason,
+        name,
+        verifies=any(v.verifies for v in verdicts),
+        cost=sum((v.cost for v in verdicts), Decimal(0)),
+    )
 
 
 @dataclass(frozen=True)
@@ -269,4 +282,3 @@ class Weighted:
         total = sum(w for _, w in self.weights)
         score = sum(v.score * w for v, (_, w) in zip(verdicts, self.weights, strict=True)) / total
         return _combined(self.name, score >= self.threshold, score, verdicts)
-

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import operator
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypedDict
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -79,9 +80,14 @@ class CascadeState(TypedDict, total=False):
 
 def _context(task: Task, node: str, decision: Decision | None = None) -> CallContext:
     return CallContext(
-        run_id=task.run_id, task_id=task.id, node=node, task_kind=task.kind, data_class=task.data_class,
-        tenant=task.tenant, decision=decision.to_dict() if decision else None,
-    )  # fmt: skip
+        run_id=task.run_id,
+        task_id=task.id,
+        node=node,
+        task_kind=task.kind,
+        data_class=task.data_class,
+        tenant=task.tenant,
+        decision=decision.to_dict() if decision else None,
+    )
 
 
 def _need(task: Task, state: CascadeState) -> Need:
@@ -129,7 +135,9 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     try:
         completion = await ask_model(ctx.gateway, task, spec, _context(task, "attempt", decision))
     except ProviderError as exc:
-        failed = Attempt(rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}", decision=why)
+        failed = Attempt(
+            rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}", decision=why
+        )
         return Command(update={"attempts": [failed]}, goto="route")
     answered = Attempt(rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why)
     p_pass = decision.estimate.p_pass if decision.estimate else 0.0
@@ -181,7 +189,9 @@ def _stop_reason(best: Attempt | None, passed: bool) -> str:
     if best is None or not passed:
         return "no rung passed evaluation"
     if best.verdict and not best.verdict.verifies:
-        return "only sanity checks ran: nothing could verify the answer (add a schema, rules or a judge of another vendor)"
+        return (
+            "only sanity checks ran: nothing could verify the answer (add a schema, rules or a judge of another vendor)"
+        )
     return "passed evaluation"
 
 
@@ -246,12 +256,10 @@ class Cascade:
     def run_sync(self, task: Task | str) -> TaskResult:
         return run_sync(self.run(task))
 
-    def as_node(
-        self, *, input_key: str = "task", output_key: str = "result"
-    ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
-        """A node for your own StateGraph: reads a `Task` (or prompt) at `input_key`, writes the result."""
+    def as_node(self, *, input_key: str = "task", output_key: str = "result") -> RunnableLambda[Any, Any]:
+        """A node for your own StateGraph (sync or async): reads a `Task` or prompt at `input_key`."""
 
         async def cascade_node(state: dict[str, Any]) -> dict[str, Any]:
             return {output_key: await self.run(state[input_key])}
 
-        return cascade_node
+        return RunnableLambda(lambda state: run_sync(cascade_node(state)), afunc=cascade_node, name="cascade")

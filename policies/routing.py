@@ -143,7 +143,9 @@ def choose(
         explored = _thompson(allowed, estimates, greedy, settings, rng)
         if explored is not None and explored.model != greedy.model:
             chosen = explored
-            reason = f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
+            reason = (
+                f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
+            )
     ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
     return Decision(chosen.model, reason, ordered, rejected, settings.threshold)
 
@@ -172,7 +174,9 @@ def _plan(allowed: list[tuple[ModelSpec, Posterior]], need: Need, output_fractio
     """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
     estimates: list[Estimate] = []
     best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
-    for spec, posterior in sorted(allowed, key=lambda sp: (-sp[1].mean, expected_call_cost(sp[0], need, output_fraction))):
+    for spec, posterior in sorted(
+        allowed, key=lambda sp: (-sp[1].mean, expected_call_cost(sp[0], need, output_fraction))
+    ):
         cost = expected_call_cost(spec, need, output_fraction)
         total = cost + (1 - posterior.mean) * (best_stronger or 0.0)
         estimates.append(Estimate(spec.id, spec.vendor, posterior.mean, cost, total))

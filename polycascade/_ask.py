@@ -85,7 +85,13 @@ async def _run(options: AskOptions) -> TaskResult:
         ledger = open_ledger(options.ledger)
         gateway = Gateway(catalog, ledger)
         cascade = Cascade(gateway, pool, evaluator=evaluator, settings=CascadeSettings(max_rungs=options.max_rungs))
-        task = Task(options.prompt, kind=options.kind, data_class=options.data_class, schema=schema, max_tokens=options.max_tokens)
+        task = Task(
+            options.prompt,
+            kind=options.kind,
+            data_class=options.data_class,
+            schema=schema,
+            max_tokens=options.max_tokens,
+        )
         try:
             return await cascade.run(task)
         finally:

@@ -15,12 +15,31 @@ from typing import Any
 from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico, to_pico
 
 _COLUMNS = (
-    "call_id", "ts", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model",
-    "vendor", "jurisdiction", "host_jurisdiction", "input_tokens", "output_tokens", "cost_pico",
-    "latency_s", "attempts", "outcome", "verdict", "score", "evaluator", "decision",
-)  # fmt: skip
+    "call_id",
+    "ts",
+    "run_id",
+    "task_id",
+    "node",
+    "task_kind",
+    "data_class",
+    "tenant",
+    "model",
+    "vendor",
+    "jurisdiction",
+    "host_jurisdiction",
+    "input_tokens",
+    "output_tokens",
+    "cost_pico",
+    "latency_s",
+    "attempts",
+    "outcome",
+    "verdict",
+    "score",
+    "evaluator",
+    "decision",
+)
 
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     call_id TEXT PRIMARY KEY, ts REAL NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL,
     node TEXT NOT NULL, task_kind TEXT NOT NULL, data_class TEXT NOT NULL, tenant TEXT NOT NULL,
@@ -68,9 +87,7 @@ class SQLiteLedger:
         rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM calls {where} ORDER BY ts", args)
         return [_record(r) for r in rows]
 
-    async def spend_by(
-        self, key: str, *, since: float | None = None, run_id: str | None = None
-    ) -> dict[str, SpendRow]:
+    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
         column = check_group_key(key)
         where, args = _where(run_id=run_id, since=since)
         rows = self._run(f"SELECT {column}, COUNT(*), SUM(cost_pico) FROM calls {where} GROUP BY {column}", args)

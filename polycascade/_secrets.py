@@ -20,9 +20,7 @@ MASK = "[redacted]"
 
 def secret_values() -> tuple[str, ...]:
     """Values of environment variables whose names mark them as credentials."""
-    return tuple(
-        sorted(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _WINDOW)
-    )
+    return tuple(sorted(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _WINDOW))
 
 
 @lru_cache(maxsize=8)

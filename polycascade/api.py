@@ -5,7 +5,7 @@ The graph layer is imported on first use, so `import polycascade` stays light.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._sync import run_sync
@@ -55,6 +55,6 @@ def run_task(task: Task | str, models: Sequence[str | ModelSpec], **options: Any
 
 def cascade_node(
     models: Sequence[str | ModelSpec], *, input_key: str = "task", output_key: str = "result", **options: Any
-) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+) -> Any:
     """A node for your own `StateGraph`: reads a Task or prompt at `input_key`, writes a TaskResult."""
     return cascade(models, **options).as_node(input_key=input_key, output_key=output_key)

@@ -146,6 +146,12 @@ class Catalog(Mapping[str, ModelSpec]):
                 f"unknown model {model_id!r}.{hint} Add it to a models file (id, provider, price)."
             ) from None
 
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._specs
+
+    def get(self, model_id: str, default: ModelSpec | None = None) -> ModelSpec | None:  # type: ignore[override]
+        return self._specs.get(model_id, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
 
@@ -175,6 +181,8 @@ class Catalog(Mapping[str, ModelSpec]):
 class _VendorTable:
     makers: list[tuple[re.Pattern[str], str, str]]
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
+    region_prefixes: dict[str, str] = field(default_factory=dict)
+    aws_regions: dict[str, str] = field(default_factory=dict)
 
     def maker_of(self, model_id: str, provider: str) -> tuple[str, str]:
         info = self.providers.get(provider, {})
@@ -185,32 +193,39 @@ class _VendorTable:
             return info["maker"], info["jurisdiction"]
         return "unknown", "??"
 
-    def host_of(self, provider: str) -> tuple[str, str]:
+    def host_of(self, provider: str, model_id: str = "") -> tuple[str, str]:
         info = self.providers.get(provider)
-        return (info["host"], info["jurisdiction"]) if info else (provider, "??")
+        host, country = (info["host"], info["jurisdiction"]) if info else (provider, "??")
+        return host, self._region(model_id) or country
+
+    def _region(self, model_id: str) -> str | None:
+        name = model_id.split("/", 1)[1] if model_id.startswith("bedrock") and "/" in model_id else model_id
+        for segment in model_id.split("/"):
+            if segment in self.aws_regions:
+                return self.aws_regions[segment]
+        return next((c for p, c in self.region_prefixes.items() if name.startswith(p)), None)
 
 
 @lru_cache(maxsize=1)
 def _vendor_table() -> _VendorTable:
     raw = yaml.safe_load((Path(__file__).parent / "data" / "vendors.yaml").read_text(encoding="utf-8"))
     makers = [(re.compile(m["pattern"], re.IGNORECASE), m["vendor"], m["jurisdiction"]) for m in raw["makers"]]
-    return _VendorTable(makers, raw["providers"])
+    regions = raw.get("regions", {})
+    return _VendorTable(makers, raw["providers"], regions.get("prefixes", {}), regions.get("aws", {}))
 
 
 def price_map_path() -> Path:
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
         raise CatalogError("litellm is not installed; install polycascade's dependencies.")
-    return Path(list(spec.submodule_search_locations)[0]) / "model_prices_and_context_window_backup.json"
+    return Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
 
 
 @lru_cache(maxsize=1)
 def _bundled_catalog() -> Catalog:
     entries = json.loads(price_map_path().read_text(encoding="utf-8"))
     table = _vendor_table()
-    return Catalog(
-        spec for key, entry in entries.items() if (spec := _from_price_map(key, entry, table)) is not None
-    )
+    return Catalog(spec for key, entry in entries.items() if (spec := _from_price_map(key, entry, table)) is not None)
 
 
 def _from_price_map(key: str, entry: Any, table: _VendorTable) -> ModelSpec | None:
@@ -220,7 +235,7 @@ def _from_price_map(key: str, entry: Any, table: _VendorTable) -> ModelSpec | No
         return None  # unpriced entries cannot be used: an unknown price is never guessed
     provider = str(entry.get("litellm_provider", ""))
     vendor, country = table.maker_of(key, provider)
-    host, host_country = table.host_of(provider)
+    host, host_country = table.host_of(provider, key)
     self_hosted = host == "self"
     return ModelSpec(
         id=key,

@@ -80,10 +80,17 @@ def _spec_json(s: ModelSpec) -> dict[str, Any]:
 @app.command()
 def ask(
     prompt: Annotated[str, typer.Argument(help="The task.")],
-    schema: Annotated[str | None, typer.Option(help="module:Model — the answer must validate as this pydantic model.")] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="module:Model — the answer must validate as this pydantic model.")
+    ] = None,
     models_file: ModelsOpt = None,
-    model: Annotated[list[str] | None, typer.Option("--model", help="A catalog model for the pool (repeatable).")] = None,
-    judge: Annotated[list[str] | None, typer.Option("--judge", help="Judge model (repeatable); default: the pool's strongest of another vendor.")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="A catalog model for the pool (repeatable).")
+    ] = None,
+    judge: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="Judge model (repeatable); default: the pool's strongest of another vendor."),
+    ] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Add the free local SmolLM2 rung.")] = True,
     kind: Annotated[str, typer.Option(help="Task kind: routing learns adequacy per kind.")] = "general",
     data_class: Annotated[str, typer.Option(help="public | internal | confidential | your own.")] = "internal",
@@ -96,9 +103,18 @@ def ask(
     from ._ask import AskOptions, run_ask
 
     options = AskOptions(
-        prompt=prompt, schema=schema, models_file=models_file, models=model or [], judges=judge or [], local=local,
-        kind=kind, data_class=data_class, max_tokens=max_tokens, max_rungs=max_rungs, ledger=ledger,
-    )  # fmt: skip
+        prompt=prompt,
+        schema=schema,
+        models_file=models_file,
+        models=model or [],
+        judges=judge or [],
+        local=local,
+        kind=kind,
+        data_class=data_class,
+        max_tokens=max_tokens,
+        max_rungs=max_rungs,
+        ledger=ledger,
+    )
     result = run_ask(options)
     if as_json:
         out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))

@@ -19,16 +19,17 @@ from urllib.parse import urlsplit
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported: no fetch
 
-import litellm  # noqa: E402
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt  # noqa: E402
-from tenacity.wait import wait_base  # noqa: E402
+import litellm
+import litellm.exceptions as llm_errors
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
 
-from . import errors  # noqa: E402
-from ._secrets import RedactingFilter, redact  # noqa: E402
-from ._sync import run_sync  # noqa: E402
-from .catalog import Catalog, ModelSpec  # noqa: E402
-from .ledger import CallRecord, Ledger, new_call_id  # noqa: E402
-from .types import Completion, CompletionRequest, ToolCall, Usage  # noqa: E402
+from . import errors
+from ._secrets import RedactingFilter, redact
+from ._sync import run_sync
+from .catalog import Catalog, ModelSpec
+from .ledger import CallRecord, Ledger, new_call_id
+from .types import Completion, CompletionRequest, ToolCall, Usage
 
 __all__ = ["Gateway", "RetryPolicy", "loopback_only"]
 
@@ -121,13 +122,25 @@ class Gateway:
         usage = completion.usage if completion else Usage()
         await self.ledger.record(
             CallRecord(
-                call_id=call_id, model=spec.id, vendor=spec.vendor, jurisdiction=spec.jurisdiction,
-                host_jurisdiction=spec.host_jurisdiction, outcome=outcome, run_id=ctx.run_id,
-                task_id=ctx.task_id, node=ctx.node, task_kind=ctx.task_kind, data_class=ctx.data_class,
-                tenant=ctx.tenant, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                call_id=call_id,
+                model=spec.id,
+                vendor=spec.vendor,
+                jurisdiction=spec.jurisdiction,
+                host_jurisdiction=spec.host_jurisdiction,
+                outcome=outcome,
+                run_id=ctx.run_id,
+                task_id=ctx.task_id,
+                node=ctx.node,
+                task_kind=ctx.task_kind,
+                data_class=ctx.data_class,
+                tenant=ctx.tenant,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
                 cost=completion.cost if completion else spec.cost(0, 0),
-                latency_s=time.perf_counter() - started, attempts=attempts, decision=ctx.decision,
-            )  # fmt: skip
+                latency_s=time.perf_counter() - started,
+                attempts=attempts,
+                decision=ctx.decision,
+            )
         )
 
 
@@ -195,26 +208,26 @@ def _translate(exc: Exception, spec: ModelSpec) -> errors.PolycascadeError:
     status = getattr(exc, "status_code", None)
     model = spec.id
     match exc:
-        case litellm.ContextWindowExceededError():
+        case llm_errors.ContextWindowExceededError():
             return errors.ContextWindowExceeded(
                 f"prompt exceeds the {spec.context_window}-token context window: {text}", model=model, status=status
             )
-        case litellm.ContentPolicyViolationError():
+        case llm_errors.ContentPolicyViolationError():
             return errors.ContentPolicyViolation(f"content refused by the vendor: {text}", model=model, status=status)
-        case litellm.RateLimitError():
+        case llm_errors.RateLimitError():
             return errors.RateLimited(text, model=model, status=429, retry_after=_retry_after(exc))
-        case litellm.Timeout():
+        case llm_errors.Timeout():
             return errors.ProviderTimeout(f"no answer in time: {text}", model=model)
-        case litellm.AuthenticationError() | litellm.PermissionDeniedError():
+        case llm_errors.AuthenticationError() | llm_errors.PermissionDeniedError():
             hint = f"check {spec.api_key_env}" if spec.api_key_env else "set the vendor's API key"
             return errors.RequestRejected(f"credentials refused ({hint}): {text}", model=model, status=status)
-        case litellm.APIResponseValidationError():
+        case llm_errors.APIResponseValidationError():
             return errors.MalformedResponse(f"unparseable response: {text}", model=model, status=status)
-        case litellm.BadRequestError() | litellm.NotFoundError() | litellm.UnprocessableEntityError():
+        case llm_errors.BadRequestError() | llm_errors.NotFoundError() | llm_errors.UnprocessableEntityError():
             return errors.RequestRejected(f"request refused: {text}", model=model, status=status)
-        case litellm.APIConnectionError() | litellm.InternalServerError() if _is_malformed_body(text):
+        case llm_errors.APIConnectionError() | llm_errors.InternalServerError() if _is_malformed_body(text):
             return errors.MalformedResponse(f"unparseable response: {text}", model=model, status=status)
-        case litellm.APIConnectionError() | litellm.ServiceUnavailableError() | litellm.InternalServerError():
+        case llm_errors.APIConnectionError() | llm_errors.ServiceUnavailableError() | llm_errors.InternalServerError():
             return errors.ProviderUnavailable(text, model=model, status=status, retry_after=_retry_after(exc))
         case errors.PolycascadeError():
             return exc

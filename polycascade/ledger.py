@@ -98,9 +98,7 @@ class Ledger(Protocol):
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]: ...
 
-    async def spend_by(
-        self, key: str, *, since: float | None = None, run_id: str | None = None
-    ) -> dict[str, SpendRow]:
+    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
         """Group successful and failed calls by `key` ("vendor", "jurisdiction", "model", "tenant")."""
         ...
 
@@ -143,9 +141,7 @@ class MemoryLedger:
             if (run_id is None or r.run_id == run_id) and (task_id is None or r.task_id == task_id)
         ]
 
-    async def spend_by(
-        self, key: str, *, since: float | None = None, run_id: str | None = None
-    ) -> dict[str, SpendRow]:
+    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
         check_group_key(key)
         rows = (r for r in self._rows.values() if (since is None or r.ts >= since))
         return _group(rows, key, run_id)

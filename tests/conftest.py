@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ["POLYCASCADE_LOOPBACK_ONLY"] = "1"  # the gateway's guard; subprocesses inherit it
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from polycascade.testing import LocalModel  # noqa: E402
+from polycascade.catalog import Catalog, UserModel
+from polycascade.testing import LocalModel, ScriptedRequest
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +21,57 @@ def local_model() -> Iterator[LocalModel]:
     """The real SmolLM2 served by llama.cpp, shared by the whole session (it starts in ~1 s)."""
     with LocalModel() as model:
         yield model
+
+
+class Vendors:
+    """A scripted server posing as cheap (DeepSeek, CN), mid (Mistral, FR), strong (OpenAI, US) and
+    a judge (Anthropic, US). `answers[model]` is what each model says; the judge scores 9 when the
+    answer contains `right`, else 1."""
+
+    def __init__(self) -> None:
+        from polycascade.testing import ScriptedServer
+
+        self.right = "Paris"
+        self.answers: dict[str, str] = {"cheap": "Lyon", "mid": "Paris", "strong": "Paris"}
+        self.server = ScriptedServer(self._respond).start()
+
+    def _respond(self, req: ScriptedRequest) -> str:
+        if req.model == "judge":
+            answer = req.prompt.split("<answer>")[-1].split("</answer>")[0]
+            return "SCORE: 9" if self.right in answer else "SCORE: 1"
+        return self.answers[req.model]
+
+    def models(self) -> list[UserModel]:
+        s = self.server
+        return [
+            s.model(
+                "v/cheap",
+                vendor="DeepSeek",
+                jurisdiction="CN",
+                input_per_mtok="0.1",
+                output_per_mtok="0.2",
+                quality=0.7,
+            ),
+            s.model("v/mid", vendor="Mistral", jurisdiction="FR", input_per_mtok="1", output_per_mtok="2", quality=0.8),
+            s.model(
+                "v/strong", vendor="OpenAI", jurisdiction="US", input_per_mtok="10", output_per_mtok="20", quality=0.95
+            ),
+            s.model(
+                "v/judge", vendor="Anthropic", jurisdiction="US", input_per_mtok="3", output_per_mtok="15", quality=0.95
+            ),
+        ]
+
+    def catalog(self) -> Catalog:
+        return Catalog.bundled().with_models(self.models())
+
+    def models_yaml(self, path: Path) -> Path:
+        entries = [m.model_dump(mode="json", exclude_none=True) for m in self.models()]
+        path.write_text(yaml.safe_dump({"models": entries}))
+        return path
+
+
+@pytest.fixture
+def vendors() -> Iterator[Vendors]:
+    v = Vendors()
+    yield v
+    v.server.stop()

@@ -1,20 +1,22 @@
+import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from polycascade.catalog import Catalog, UserModel
-from polycascade.catalog import price_map_path
+from polycascade.catalog import Catalog, UserModel, price_map_path
 from polycascade.errors import CatalogError
-import json
 
 
 def test_every_priced_chat_model_in_litellms_map_is_catalogued() -> None:
     raw = json.loads(price_map_path().read_text())
     priced_chat = {
-        k for k, v in raw.items()
-        if isinstance(v, dict) and v.get("mode") == "chat"
-        and v.get("input_cost_per_token") is not None and v.get("output_cost_per_token") is not None
+        k
+        for k, v in raw.items()
+        if isinstance(v, dict)
+        and v.get("mode") == "chat"
+        and v.get("input_cost_per_token") is not None
+        and v.get("output_cost_per_token") is not None
     }
     assert set(Catalog.bundled()) == priced_chat
 
@@ -103,8 +105,14 @@ def test_models_file_refuses_an_inline_key(tmp_path: Path) -> None:
         Catalog.load(f)
 
 
+def test_membership_and_get_do_not_raise() -> None:
+    catalog = Catalog.bundled()
+    assert "gpt-4o-mini" in catalog and "no-such-model" not in catalog
+    assert catalog.get("no-such-model") is None
+
+
 def test_unknown_model_suggests_near_names() -> None:
-    with pytest.raises(CatalogError, match="Did you mean.*gpt-4o-mini"):
+    with pytest.raises(CatalogError, match=r"Did you mean.*gpt-4o-mini"):
         Catalog.bundled()["gpt-4o-minni"]
 
 
@@ -114,3 +122,20 @@ def test_a_pasted_key_is_not_echoed_in_the_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         Catalog.load(f)
     assert "0123456789" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "host_jurisdiction"),
+    [
+        ("jp.anthropic.claude-sonnet-4-6", "JP"),
+        ("eu.anthropic.claude-sonnet-4-6", "EU"),
+        ("global.anthropic.claude-sonnet-4-6", "??"),
+        ("bedrock/ap-northeast-1/moonshotai.kimi-k2.5", "JP"),
+        ("anthropic.claude-sonnet-4-6", "US"),
+    ],
+)
+def test_region_pinned_deployments_record_where_data_goes(model_id: str, host_jurisdiction: str) -> None:
+    spec = Catalog.bundled()[model_id]
+    assert spec.host == "Amazon"
+    assert spec.host_jurisdiction == host_jurisdiction
+    assert spec.jurisdiction in {"US", "CN"}  # the maker's home is unchanged

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id, open_ledger
 from polycascade._ledger_sqlite import SQLiteLedger
+from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id, open_ledger
 
 BACKENDS: dict[str, Callable[[Path], Ledger]] = {
     "memory": lambda tmp: MemoryLedger(),
@@ -26,17 +26,29 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 def call(**kw: object) -> CallRecord:
-    base: dict[str, object] = dict(call_id=new_call_id(), model="m-cheap", vendor="DeepSeek", jurisdiction="CN", outcome="ok")
+    base: dict[str, object] = dict(
+        call_id=new_call_id(), model="m-cheap", vendor="DeepSeek", jurisdiction="CN", outcome="ok"
+    )
     base.update(kw)
     return CallRecord(**base)  # type: ignore[arg-type]
 
 
 async def test_round_trips_every_field(ledger: Ledger) -> None:
     rec = call(
-        run_id="r", task_id="t", node="attempt", task_kind="extract", data_class="confidential", tenant="acme",
-        host_jurisdiction="US", input_tokens=12, output_tokens=3, cost=Decimal("0.00000123"), latency_s=0.5,
-        attempts=2, decision={"chosen": "m-cheap", "rejected": {"m-x": "residency"}},
-    )  # fmt: skip
+        run_id="r",
+        task_id="t",
+        node="attempt",
+        task_kind="extract",
+        data_class="confidential",
+        tenant="acme",
+        host_jurisdiction="US",
+        input_tokens=12,
+        output_tokens=3,
+        cost=Decimal("0.00000123"),
+        latency_s=0.5,
+        attempts=2,
+        decision={"chosen": "m-cheap", "rejected": {"m-x": "residency"}},
+    )
     await ledger.record(rec)
     assert await ledger.get(rec.call_id) == rec
     assert await ledger.get("missing") is None
@@ -79,7 +91,13 @@ async def test_calls_by_run_and_task(ledger: Ledger) -> None:
 
 async def test_verdicts_tally_per_kind_and_model(ledger: Ledger) -> None:
     ids = []
-    for kind, model, passed in [("qa", "a", True), ("qa", "a", False), ("qa", "a", False), ("qa", "b", True), ("sum", "a", True)]:
+    for kind, model, passed in [
+        ("qa", "a", True),
+        ("qa", "a", False),
+        ("qa", "a", False),
+        ("qa", "b", True),
+        ("sum", "a", True),
+    ]:
         rec = call(task_kind=kind, model=model)
         ids.append(rec.call_id)
         await ledger.record(rec)

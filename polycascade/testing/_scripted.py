@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..catalog import UserModel
+from ..catalog import Price, UserModel
 
 __all__ = ["Fault", "Reply", "ScriptedRequest", "ScriptedServer", "approx_tokens"]
 
@@ -150,7 +150,9 @@ class ScriptedServer:
     def count(self, *, vendor: str | None = None, model: str | None = None) -> int:
         with self._lock:
             return sum(
-                1 for r in self.requests if (vendor is None or r.vendor == vendor) and (model is None or r.model == model)
+                1
+                for r in self.requests
+                if (vendor is None or r.vendor == vendor) and (model is None or r.model == model)
             )
 
     def model(
@@ -172,7 +174,7 @@ class ScriptedServer:
             api_base=self.url(vendor.lower()),
             vendor=vendor,
             jurisdiction=jurisdiction,
-            price={"input_per_mtok": Decimal(str(input_per_mtok)), "output_per_mtok": Decimal(str(output_per_mtok))},
+            price=Price(input_per_mtok=Decimal(str(input_per_mtok)), output_per_mtok=Decimal(str(output_per_mtok))),
             quality=quality,
             **extra,
         )
@@ -257,7 +259,11 @@ async def _stream(request: web.Request, req: ScriptedRequest, reply: Reply) -> w
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk", "model": req.model}
 
     async def send(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> None:
-        chunk = {**base, "created": int(time.time()), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        chunk = {
+            **base,
+            "created": int(time.time()),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage:
             chunk["usage"] = usage
         await response.write(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -1,0 +1,179 @@
+"""The cascade graph against scripted vendors on 127.0.0.1, and once with the real local model."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TypedDict
+
+import pytest
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
+
+from agents.evaluators import LLMJudge, RuleCheck
+from graphs.cascade import Cascade, CascadeSettings
+from polycascade import EvaluatorConfigError, Task, TaskResult, cascade_node, run_task
+from polycascade.gateway import Gateway, RetryPolicy
+from polycascade.ledger import MemoryLedger
+from polycascade.testing import Fault, LocalModel
+
+from .conftest import Vendors
+
+QUESTION = "What is the capital of France?"
+
+
+def make(vendors: Vendors, ledger: MemoryLedger | None = None, **settings: object) -> Cascade:
+    catalog = vendors.catalog()
+    gateway = Gateway(catalog, ledger or MemoryLedger(), RetryPolicy(max_attempts=2, initial_s=0.01))
+    pool = [catalog[m] for m in ("v/cheap", "v/mid", "v/strong")]
+    return Cascade(gateway, pool, evaluator=LLMJudge([catalog["v/judge"]]), settings=CascadeSettings(**settings))  # type: ignore[arg-type]
+
+
+async def test_escalates_from_a_wrong_cheap_answer_and_records_every_call(vendors: Vendors) -> None:
+    ledger = MemoryLedger()
+    result = await make(vendors, ledger).run(Task(QUESTION, kind="geo", run_id="r1"))
+    assert result.status == "verified"
+    assert result.answer == "Paris"
+    assert [(a.model, a.verdict.passed if a.verdict else None) for a in result.attempts] == [
+        ("v/cheap", False),
+        ("v/mid", True),
+    ]
+    assert "cheapest expected total" in (result.attempts[0].decision or {})["reason"]
+    rows = await ledger.calls(run_id="r1")
+    assert sorted(r.model for r in rows) == ["v/cheap", "v/judge", "v/judge", "v/mid"]
+    answers = {r.model: r for r in rows if r.node == "attempt"}
+    assert answers["v/cheap"].verdict is False and answers["v/mid"].verdict is True
+    assert answers["v/cheap"].decision is not None and answers["v/cheap"].decision["chosen"] == "v/cheap"
+    assert result.total_cost == sum((r.cost for r in rows), Decimal(0))
+
+
+async def test_learns_to_skip_the_cheap_model_for_one_kind_only(vendors: Vendors) -> None:
+    cascade = make(vendors)
+    firsts = [(await cascade.run(Task(QUESTION, kind="geo"))).attempts[0].model for _ in range(4)]
+    assert firsts[0] == "v/cheap"
+    assert firsts[-1] == "v/mid", f"routing did not learn from failures: {firsts}"
+    vendors.answers["cheap"] = "Paris"
+    other = await cascade.run(Task(QUESTION, kind="trivia"))
+    assert [a.model for a in other.attempts] == ["v/cheap"]
+    assert other.status == "verified"
+
+
+async def test_unverified_when_no_rung_passes(vendors: Vendors) -> None:
+    vendors.answers = {"cheap": "Lyon", "mid": "Marseille", "strong": "Nice"}
+    result = await make(vendors).run(Task(QUESTION))
+    assert result.status == "unverified"
+    assert [a.model for a in result.attempts] == ["v/cheap", "v/mid", "v/strong"]
+    assert result.answer in {"Lyon", "Marseille", "Nice"}
+    assert result.stop_reason.startswith("reached max_rungs") or "no eligible" in result.stop_reason
+
+
+async def test_max_rungs_bounds_the_climb(vendors: Vendors) -> None:
+    vendors.answers = {"cheap": "Lyon", "mid": "Marseille", "strong": "Nice"}
+    result = await make(vendors, max_rungs=2).run(Task(QUESTION))
+    assert len(result.attempts) == 2 and result.status == "unverified"
+    assert result.stop_reason == "reached max_rungs=2"
+
+
+async def test_cost_ceiling_stops_before_an_unaffordable_rung(vendors: Vendors) -> None:
+    vendors.answers = {"cheap": "Lyon", "mid": "Marseille", "strong": "Paris"}
+    result = await make(vendors).run(Task(QUESTION, cost_ceiling=Decimal("0.0012"), max_tokens=100))
+    assert [a.model for a in result.attempts] == ["v/cheap", "v/mid"]
+    assert "cost ceiling" in result.stop_reason
+    assert result.total_cost <= Decimal("0.0012")
+
+
+async def test_a_failing_vendor_fails_over(vendors: Vendors) -> None:
+    def cheap_down(req):  # type: ignore[no-untyped-def]
+        return Fault.server_error(503) if req.model == "cheap" else original(req)
+
+    original = vendors.server.responder
+    vendors.server.responder = cheap_down
+    result = await make(vendors).run(Task(QUESTION))
+    assert result.attempts[0].model == "v/cheap" and result.attempts[0].error is not None
+    assert "ProviderUnavailable" in result.attempts[0].error
+    assert result.status == "verified" and result.answer == "Paris"
+
+
+async def test_the_judge_may_not_share_the_answers_vendor(vendors: Vendors) -> None:
+    catalog = vendors.catalog()
+    gateway = Gateway(catalog, MemoryLedger())
+    same_vendor_judge = LLMJudge([catalog["v/cheap"]])  # DeepSeek judging DeepSeek
+    cascade = Cascade(gateway, [catalog["v/cheap"]], evaluator=same_vendor_judge)
+    with pytest.raises(EvaluatorConfigError, match="may not grade its own vendor"):
+        await cascade.run(Task(QUESTION))
+    assert vendors.server.count(model="cheap") == 1  # answered once, never judged by itself
+    two_judges = LLMJudge([catalog["v/cheap"], catalog["v/judge"]])
+    result = await Cascade(gateway, [catalog["v/cheap"]], evaluator=two_judges).run(Task(QUESTION))
+    assert result.attempts[0].verdict is not None and "v/judge" in result.attempts[0].verdict.reason
+
+
+async def test_schema_failures_escalate_and_the_answer_is_parsed(vendors: Vendors) -> None:
+    class Capital(BaseModel):
+        city: str
+        country: str
+
+    vendors.answers = {
+        "cheap": "Paris, France",
+        "mid": '```json\n{"city": "Paris", "country": "France"}\n```',
+        "strong": "x",
+    }
+    catalog = vendors.catalog()
+    cascade = Cascade(Gateway(catalog, MemoryLedger()), [catalog["v/cheap"], catalog["v/mid"]])
+    result = await cascade.run(Task(QUESTION, schema=Capital))
+    assert [a.model for a in result.attempts] == ["v/cheap", "v/mid"]
+    assert result.status == "verified"
+    assert result.parsed == Capital(city="Paris", country="France")
+    first = vendors.server.requests[0].messages[0]
+    assert first["role"] == "system" and '"city"' in first["content"]
+
+
+async def test_rules_compose_with_the_judge(vendors: Vendors) -> None:
+    vendors.answers = {"cheap": "Paris!!!", "mid": "Paris", "strong": "Paris"}
+    catalog = vendors.catalog()
+    from agents.evaluators import AllOf
+
+    no_shouting = RuleCheck([lambda a: "!" not in a or "no exclamation marks"])
+    evaluator = AllOf([no_shouting, LLMJudge([catalog["v/judge"]])])
+    cascade = Cascade(Gateway(catalog, MemoryLedger()), [catalog[m] for m in ("v/cheap", "v/mid")], evaluator=evaluator)
+    result = await cascade.run(Task(QUESTION))
+    assert [a.model for a in result.attempts] == ["v/cheap", "v/mid"]
+    assert result.attempts[0].verdict is not None and "no exclamation marks" in result.attempts[0].verdict.reason
+    assert vendors.server.count(model="judge") == 1  # the rule failed first: no judge call wasted
+
+
+def test_run_task_and_cascade_node_in_a_users_graph(vendors: Vendors) -> None:
+    catalog = vendors.catalog()
+    judge = LLMJudge([catalog["v/judge"]])
+    result = run_task(QUESTION, ["v/cheap", "v/mid"], catalog=catalog, evaluator=judge)
+    assert result.status == "verified" and result.answer == "Paris"
+
+    class State(TypedDict, total=False):
+        question: str
+        result: TaskResult
+
+    builder = StateGraph(State)
+    builder.add_node(
+        "answer", cascade_node(["v/cheap", "v/mid"], catalog=catalog, evaluator=judge, input_key="question")
+    )
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    state = builder.compile().invoke({"question": QUESTION})
+    assert state["result"].answer == "Paris"
+
+
+async def test_the_real_local_model_as_first_rung(vendors: Vendors, local_model: LocalModel) -> None:
+    catalog = vendors.catalog().with_models([local_model.spec])
+    local = catalog[local_model.spec.id]
+    pool = [local, catalog["v/mid"]]
+    gateway = Gateway(catalog, MemoryLedger())
+    # the local model is free: with a prior of 0.6 it is the cheapest adequate first rung
+    from dataclasses import replace
+
+    pool[0] = replace(local, quality=0.6)
+    result = await Cascade(gateway, pool, evaluator=LLMJudge([catalog["v/judge"]])).run(
+        Task("What is the capital of France? Answer in one word.", max_tokens=16)
+    )
+    assert result.attempts[0].model == local.id
+    assert result.attempts[0].answer  # real text from SmolLM2
+    assert result.attempts[0].cost == 0
+    assert result.status == "verified"  # either SmolLM2 said Paris, or the cascade escalated to mid
+    assert result.answer is not None and "Paris" in result.answer
