@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,10 @@ def vendors() -> Iterator[Vendors]:
     v = Vendors()
     yield v
     v.server.stop()
+
+
+POLYCASCADE = str(Path(sys.executable).with_name("polycascade"))  # the console script of this venv
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([POLYCASCADE, *args], capture_output=True, text=True, timeout=180, cwd=cwd, env=env)

@@ -7,12 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from .conftest import Vendors
+from .conftest import Vendors, run_cli
 
 
 def ask(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return subprocess.run(["polycascade", "ask", *args], capture_output=True, text=True, timeout=180, cwd=cwd, env=env)
+    return run_cli("ask", *args, cwd=cwd, env=env)
 
 
 def test_ask_with_no_keys_uses_the_local_model_and_is_honestly_unverified(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from .conftest import run_cli
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["polycascade", *args], capture_output=True, text=True, timeout=120)
+    return run_cli(*args)
 
 
 def test_help_lists_the_commands() -> None:
