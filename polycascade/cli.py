@@ -48,15 +48,25 @@ def models(
     if as_json:
         out.print_json(json.dumps([_spec_json(s) for s in specs]))
         return
+    columns = ("model", "vendor", "juris.", "host", "$/M in", "$/M out", "context", "capabilities")
+    rows = [_spec_row(s) for s in specs]
+    if not out.is_terminal:  # piped: one tab-separated line per model, for grep and cut
+        for row in (columns, *rows):
+            print("\t".join(row))
+        return
     table = Table(title=f"{len(specs)} models")
-    for column in ("model", "vendor", "juris.", "host", "$/M in", "$/M out", "context", "capabilities"):
-        table.add_column(column, overflow="fold")
-    for s in specs:
-        price_in, price_out = s.price_per_mtok()
-        host = "self-hosted" if s.hosting == "self_hosted" else f"{s.host} ({s.host_jurisdiction})"
-        caps = ",".join(sorted(s.capabilities))
-        table.add_row(s.id, s.vendor, s.jurisdiction, host, str(price_in), str(price_out), str(s.context_window), caps)
+    for column in columns:
+        table.add_column(column, no_wrap=column == "model", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+
+
+def _spec_row(s: ModelSpec) -> tuple[str, ...]:
+    price_in, price_out = s.price_per_mtok()
+    host = "self-hosted" if s.hosting == "self_hosted" else f"{s.host} ({s.host_jurisdiction})"
+    caps = ",".join(sorted(s.capabilities))
+    return (s.id, s.vendor, s.jurisdiction, host, str(price_in), str(price_out), str(s.context_window), caps)
 
 
 def _spec_json(s: ModelSpec) -> dict[str, Any]:

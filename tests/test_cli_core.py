@@ -34,3 +34,11 @@ def test_a_broken_models_file_exits_2_with_its_line(tmp_path: Path) -> None:
     result = run("models", "--models", str(f))
     assert result.returncode == 2
     assert f"{f.name}:4" in result.stderr.replace("\n", "") and "input_per_mtok" in result.stderr
+
+
+def test_piped_listing_is_one_tab_separated_line_per_model() -> None:
+    result = run("models", "--vendor", "deepseek")
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t")[:3] == ["model", "vendor", "juris."]
+    chat = next(line.split("\t") for line in lines if line.startswith("deepseek/deepseek-chat\t"))
+    assert chat[1:3] == ["DeepSeek", "CN"]
