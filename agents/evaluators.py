@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from polycascade.catalog import ModelSpec
 from polycascade.errors import EvaluatorConfigError, ProviderError
-from polycascade.gateway import Gateway
+from polycascade.gateway import Completer
 from polycascade.tasks import Task, Verdict
 from polycascade.types import CallContext, CompletionRequest, Message
 
@@ -57,7 +57,7 @@ class Judged:
 class EvalServices:
     """What evaluators that call models may use. `allow` is the policy layer's verdict on a model."""
 
-    gateway: Gateway
+    gateway: Completer
     context: CallContext
     allow: Callable[[ModelSpec], bool] = lambda spec: True
 

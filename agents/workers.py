@@ -6,7 +6,7 @@ import json
 import re
 
 from polycascade.catalog import ModelSpec
-from polycascade.gateway import Gateway
+from polycascade.gateway import Completer
 from polycascade.tasks import Task
 from polycascade.types import CallContext, Completion, CompletionRequest, Message
 
@@ -29,7 +29,7 @@ def build_request(task: Task, spec: ModelSpec, context: CallContext) -> Completi
     )
 
 
-async def ask_model(gateway: Gateway, task: Task, spec: ModelSpec, context: CallContext) -> Completion:
+async def ask_model(gateway: Completer, task: Task, spec: ModelSpec, context: CallContext) -> Completion:
     return await gateway.complete(build_request(task, spec, context))
 
 

@@ -17,6 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableLambda
@@ -27,12 +28,15 @@ from pydantic import ValidationError
 
 from agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
 from agents.workers import ask_model, extract_json
-from policies.routing import Decision, Need, RoutingSettings, Rule, choose, max_call_cost
+from policies.adequacy import Adequacy
+from policies.config import Policy
+from policies.routing import Decision, Need, RoutingSettings, max_call_cost
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
-from polycascade.errors import ProviderError
+from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
 from polycascade.gateway import Gateway
-from polycascade.ledger import Ledger, MemoryLedger
+from polycascade.governor import GovernedGateway, Governor, Reservation
+from polycascade.ledger import MemoryLedger
 from polycascade.tasks import Attempt, Task, TaskResult
 from polycascade.tokens import estimate_tokens
 from polycascade.types import CallContext
@@ -42,22 +46,33 @@ __all__ = ["Cascade", "CascadeContext", "CascadeSettings", "CascadeState"]
 
 @dataclass(frozen=True, slots=True)
 class CascadeSettings:
-    """`max_rungs` answers at most (escalations + 1); `max_failovers` provider failures at most."""
+    """`max_rungs` answers at most (escalations + 1); `max_failovers` provider failures at most.
+
+    Worst case per task: max_rungs + max_failovers model calls, each retried at most
+    RetryPolicy.max_attempts times, plus the evaluator's calls per answer.
+    """
 
     routing: RoutingSettings = RoutingSettings()
     max_rungs: int = 3
     max_failovers: int = 2
     seed: int | None = 0
 
+    @classmethod
+    def from_policy(cls, policy: Policy) -> CascadeSettings:
+        r = policy.routing
+        routing = RoutingSettings(
+            adequacy=Adequacy(prior_strength=r.prior_strength), threshold=r.threshold, explore=r.explore
+        )
+        return cls(routing=routing, max_rungs=r.max_rungs, max_failovers=r.max_failovers, seed=r.seed)
+
 
 @dataclass
 class CascadeContext:
     gateway: Gateway
-    ledger: Ledger
+    governor: Governor
     pool: tuple[ModelSpec, ...]
     evaluator: Evaluator
     settings: CascadeSettings
-    rules: tuple[Rule, ...] = ()
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -72,8 +87,11 @@ class CascadeState(TypedDict, total=False):
     task: Task
     attempts: Annotated[list[Attempt], operator.add]
     decision: Decision
+    reservation: Reservation
     pending: _Pending
     floor: float  # P(pass) of the last rung that failed evaluation: the next must be stronger
+    avoid_vendors: frozenset[str]  # vendors that failed this task: fail over elsewhere
+    min_context: int  # after a context-window error: only larger windows
     stop_reason: str
     result: TaskResult
 
@@ -100,6 +118,8 @@ def _need(task: Task, state: CascadeState) -> Need:
         capabilities=task.capabilities,
         tried=frozenset(a.model for a in state.get("attempts", [])),
         stronger_than=state.get("floor"),
+        avoid_vendors=state.get("avoid_vendors", frozenset()),
+        min_context=state.get("min_context", 0),
     )
 
 
@@ -111,34 +131,56 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     ctx, task, attempts = runtime.context, state["task"], state.get("attempts", [])
     answered = sum(a.answer is not None for a in attempts)
     if answered >= ctx.settings.max_rungs:
-        return Command(update={"stop_reason": f"reached max_rungs={ctx.settings.max_rungs}"}, goto="finish")
+        return _stop(f"reached max_rungs={ctx.settings.max_rungs}")
     if len(attempts) - answered > ctx.settings.max_failovers:
-        return Command(update={"stop_reason": f"more than max_failovers={ctx.settings.max_failovers}"}, goto="finish")
-    tallies = {model: t for (_, model), t in (await ctx.ledger.tallies(task.kind)).items()}
+        return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
+    tallies = {model: t for (_, model), t in (await ctx.governor.ledger.tallies(task.kind)).items()}
     need = _need(task, state)
-    decision = choose(ctx.pool, need, tallies, ctx.settings.routing, ctx.rules, ctx.rng)
-    if decision.chosen is None:
+    pool = _within_ceiling(ctx, task, need, _spent(attempts))
+    try:
+        decision, reservation = await ctx.governor.route(
+            pool, need, _context(task, "attempt"), tallies, ctx.settings.routing, ctx.rng
+        )
+    except BudgetExceeded as exc:
+        if answered:  # keep the answer already paid for; report why the climb stopped
+            return _stop(str(exc))
+        raise
+    if decision.chosen is None or reservation is None:
+        if task.cost_ceiling is not None and len(pool) < len(ctx.pool):
+            return _stop(f"cost ceiling ${task.cost_ceiling}: spent ${_spent(attempts)}, no stronger model fits")
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
-        return Command(update={"stop_reason": f"no eligible model ({rejected})"}, goto="finish")
-    ceiling, spent = task.cost_ceiling, _spent(attempts)
-    worst = max_call_cost(ctx.gateway.catalog[decision.chosen], need)
-    if ceiling is not None and spent + worst > ceiling:
-        reason = f"cost ceiling ${ceiling}: spent ${spent}, next call ({decision.chosen}) may cost ${worst}"
-        return Command(update={"stop_reason": reason}, goto="finish")
-    return Command(update={"decision": decision}, goto="attempt")
+        return _stop(f"no eligible model ({rejected})")
+    return Command(update={"decision": decision, "reservation": reservation}, goto="attempt")
+
+
+def _stop(reason: str) -> Command[Literal["attempt", "finish"]]:
+    return Command(update={"stop_reason": reason}, goto="finish")
+
+
+def _within_ceiling(ctx: CascadeContext, task: Task, need: Need, spent: Decimal) -> tuple[ModelSpec, ...]:
+    if task.cost_ceiling is None:
+        return ctx.pool
+    return tuple(m for m in ctx.pool if spent + max_call_cost(m, need) <= task.cost_ceiling)
 
 
 async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Command[Literal["evaluate", "route"]]:
-    ctx, task, decision = runtime.context, state["task"], state["decision"]
-    spec = ctx.gateway.catalog[decision.chosen or ""]
-    rung, why = len(state.get("attempts", [])) + 1, decision.to_dict()
+    ctx, task, decision, reservation = runtime.context, state["task"], state["decision"], state["reservation"]
+    spec = reservation.spec
+    rung = len(state.get("attempts", [])) + 1
+    why = {**decision.to_dict(), "policy": ctx.governor.policy.name, **reservation.to_dict()}
+    context = replace(_context(task, "attempt"), decision=why)
     try:
-        completion = await ask_model(ctx.gateway, task, spec, _context(task, "attempt", decision))
+        completion = await ctx.governor.run(reservation, lambda: ask_model(ctx.gateway, task, spec, context))
     except ProviderError as exc:
         failed = Attempt(
             rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}", decision=why
         )
-        return Command(update={"attempts": [failed]}, goto="route")
+        update: dict[str, Any] = {"attempts": [failed]}
+        if isinstance(exc, ContextWindowExceeded):
+            update["min_context"] = spec.context_window + 1
+        else:
+            update["avoid_vendors"] = state.get("avoid_vendors", frozenset()) | {spec.vendor}
+        return Command(update=update, goto="route")
     answered = Attempt(rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why)
     p_pass = decision.estimate.p_pass if decision.estimate else 0.0
     return Command(update={"pending": _Pending(answered, completion.finish_reason, p_pass)}, goto="evaluate")
@@ -148,19 +190,15 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     ctx, task, pending = runtime.context, state["task"], state["pending"]
     spec = ctx.gateway.catalog[pending.attempt.model]
     judged = Judged(task, pending.attempt.answer or "", spec, pending.finish_reason)
-    services = EvalServices(ctx.gateway, _context(task, "evaluate"), allow=lambda s: _allowed(ctx, s, task))
-    verdict = await ctx.evaluator(judged, services)
+    governed = GovernedGateway(ctx.gateway, ctx.governor)
+    allow = partial(ctx.governor.residency_allows, data_class=task.data_class)
+    verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
     if verdict.verifies and pending.attempt.call_id:  # only real evaluations teach the router
-        await ctx.ledger.set_verdict(pending.attempt.call_id, verdict.passed, verdict.score, verdict.evaluator)
+        await ctx.governor.ledger.set_verdict(pending.attempt.call_id, verdict.passed, verdict.score, verdict.evaluator)
     done = replace(pending.attempt, verdict=verdict)
     if verdict.passed:
         return Command(update={"attempts": [done]}, goto="finish")
     return Command(update={"attempts": [done], "floor": pending.p_pass}, goto="route")
-
-
-def _allowed(ctx: CascadeContext, spec: ModelSpec, task: Task) -> bool:
-    need = Need(task_kind=task.kind, data_class=task.data_class)
-    return all(rule(spec, need) is None for rule in ctx.rules)
 
 
 def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, Any]:
@@ -227,14 +265,13 @@ class Cascade:
         pool: Sequence[ModelSpec],
         *,
         evaluator: Evaluator | None = None,
-        ledger: Ledger | None = None,
-        settings: CascadeSettings = CascadeSettings(),
-        rules: Sequence[Rule] = (),
+        governor: Governor | None = None,
+        settings: CascadeSettings | None = None,
     ) -> None:
         self.gateway, self.pool, self.evaluator = gateway, tuple(pool), evaluator
-        self.ledger = ledger or gateway.ledger or MemoryLedger()
-        self.settings, self.rules = settings, tuple(rules)
-        self._rng = random.Random(settings.seed)
+        self.governor = governor or Governor(ledger=gateway.ledger or MemoryLedger())
+        self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
+        self._rng = random.Random(self.settings.seed)
 
     def evaluator_for(self, task: Task) -> Evaluator:
         checks: list[Evaluator] = [SchemaCheck(task.schema)] if task.schema else []
@@ -246,7 +283,7 @@ class Cascade:
     async def run(self, task: Task | str) -> TaskResult:
         task = Task(task) if isinstance(task, str) else task
         context = CascadeContext(
-            self.gateway, self.ledger, self.pool, self.evaluator_for(task), self.settings, self.rules, self._rng
+            self.gateway, self.governor, self.pool, self.evaluator_for(task), self.settings, self._rng
         )
         limit = 4 * (self.settings.max_rungs + self.settings.max_failovers) + 8
         state = await GRAPH.ainvoke({"task": task}, context=context, config={"recursion_limit": limit})

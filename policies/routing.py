@@ -38,6 +38,8 @@ class Need:
     capabilities: frozenset[str] = frozenset()
     tried: frozenset[str] = frozenset()
     stronger_than: float | None = None  # P(pass) of the rung that just failed
+    avoid_vendors: frozenset[str] = frozenset()  # failover: vendors that just failed this task
+    min_context: int = 0  # after a context-window error: larger than the window that overflowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +155,14 @@ def choose(
 def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
     if spec.id in need.tried:
         return Denial("tried", "already attempted for this task")
+    if spec.vendor in need.avoid_vendors:
+        return Denial("failover", f"{spec.vendor} just failed this task; failing over to another vendor")
     if missing := need.capabilities - spec.capabilities:
         return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
-    if need.input_tokens + need.max_tokens > spec.context_window:
+    needed = max(need.input_tokens + need.max_tokens, need.min_context)
+    if needed > spec.context_window:
         return Denial(
-            "context_window",
-            "prompt and answer do not fit",
-            {"needed": need.input_tokens + need.max_tokens, "window": spec.context_window},
+            "context_window", "prompt and answer do not fit", {"needed": needed, "window": spec.context_window}
         )
     if need.stronger_than is not None and p <= need.stronger_than:
         return Denial(

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico, to_pico
+from .ledger import SELF_HOSTED, CallRecord, SpendRow, Tally, check_group_key, from_pico, to_pico
 
 _COLUMNS = (
     "call_id",
@@ -87,9 +87,9 @@ class SQLiteLedger:
         rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM calls {where} ORDER BY ts", args)
         return [_record(r) for r in rows]
 
-    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
-        column = check_group_key(key)
-        where, args = _where(run_id=run_id, since=since)
+    async def spend_by(self, key: str, *, since: float | None = None, **filters: Any) -> dict[str, SpendRow]:
+        column = check_group_key(key, filters)
+        where, args = _where(since=since, **filters)
         rows = self._run(f"SELECT {column}, COUNT(*), SUM(cost_pico) FROM calls {where} GROUP BY {column}", args)
         return {group: SpendRow(n, from_pico(pico)) for group, n, pico in rows}
 
@@ -111,7 +111,10 @@ class SQLiteLedger:
 def _where(**filters: Any) -> tuple[str, tuple[Any, ...]]:
     clauses, args = [], []
     for name, value in filters.items():
-        if value is None:
+        if value is None or value is False:
+            continue
+        if name == "api_only":
+            clauses.append(f"host_jurisdiction != '{SELF_HOSTED}'")
             continue
         clauses.append("ts >= ?" if name == "since" else f"{name} = ?")
         args.append(value)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -13,13 +14,32 @@ from .errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
+@dataclass(frozen=True)
+class Located(Generic[M]):
+    """A validated document that can still say where each field was written."""
+
+    path: Path
+    value: M
+    root: yaml.Node | None
+
+    def where(self, *loc: str | int) -> str:
+        """`file:line` of the field at `loc`, for errors found after validation."""
+        return f"{self.path}:{_line_of(self.root, loc)}"
+
+
 def load_yaml_model(path: str | Path, model: type[M], error: type[ConfigError] = ConfigError) -> M:
     """Parse `path` and validate it as `model`; raise `error` with `file:line: field: problem`."""
+    return load_located(path, model, error).value
+
+
+def load_located(path: str | Path, model: type[M], error: type[ConfigError] = ConfigError) -> Located[M]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror}). Check the path.") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text. Save it as UTF-8 YAML.") from None
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -27,8 +47,10 @@ def load_yaml_model(path: str | Path, model: type[M], error: type[ConfigError] =
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else "?"
         raise error(f"{path}:{line}: invalid YAML: {exc.problem or exc.context}") from None
+    if data is not None and not isinstance(data, dict):
+        raise error(f"{path}:1: expected a mapping of fields at the top level, got {type(data).__name__}")
     try:
-        return model.model_validate(data if data is not None else {})
+        return Located(path, model.model_validate(data or {}), root)
     except ValidationError as exc:
         raise error(_describe(path, root, exc)) from None
 

@@ -16,7 +16,7 @@ from .tasks import Task, TaskResult
 if TYPE_CHECKING:
     from agents.evaluators import Evaluator
     from graphs.cascade import Cascade, CascadeSettings
-    from policies.routing import Rule
+    from policies.config import Policy
 
 __all__ = ["arun_task", "cascade", "cascade_node", "run_task"]
 
@@ -28,19 +28,24 @@ def cascade(
     evaluator: Evaluator | None = None,
     ledger: Ledger | None = None,
     settings: CascadeSettings | None = None,
-    rules: Sequence[Rule] = (),
+    policy: Policy | str | None = None,
 ) -> Cascade:
-    """A `Cascade` over `models` (catalog ids or specs), calling through a new gateway."""
-    from graphs.cascade import Cascade, CascadeSettings
+    """A `Cascade` over `models` (catalog ids or specs), governed by `policy` (a Policy, file or preset name)."""
+    from graphs.cascade import Cascade
+    from policies.config import Policy, load_policy
 
     from .gateway import Gateway
+    from .governor import DEFAULT_POLICY, Governor
     from .ledger import open_ledger
 
     specs = [m for m in models if isinstance(m, ModelSpec)]
     catalog = (catalog or Catalog.bundled()).with_models(specs)
     pool = [catalog[m if isinstance(m, str) else m.id] for m in models]
-    gateway = Gateway(catalog, ledger if ledger is not None else open_ledger("memory://"))
-    return Cascade(gateway, pool, evaluator=evaluator, settings=settings or CascadeSettings(), rules=rules)
+    ledger = ledger if ledger is not None else open_ledger("memory://")
+    if isinstance(policy, str):
+        policy = load_policy(policy, catalog).policy
+    governor = Governor(policy if isinstance(policy, Policy) else DEFAULT_POLICY, ledger)
+    return Cascade(Gateway(catalog, ledger), pool, evaluator=evaluator, governor=governor, settings=settings)
 
 
 async def arun_task(task: Task | str, models: Sequence[str | ModelSpec], **options: Any) -> TaskResult:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ._yaml import load_yaml_model
 from .errors import CatalogError
 
-__all__ = ["Catalog", "ModelSpec", "ModelsFile", "UserModel"]
+__all__ = ["LOCAL_MODEL_ID", "Catalog", "ModelSpec", "ModelsFile", "UserModel", "local_model_spec"]
 
 Hosting = Literal["api", "self_hosted"]
 Capability = Literal["tools", "json_schema", "vision", "reasoning"]
@@ -71,6 +71,30 @@ class ModelSpec:
 
     def price_per_mtok(self) -> tuple[Decimal, Decimal]:
         return (self.input_price * MILLION).normalize(), (self.output_price * MILLION).normalize()
+
+
+LOCAL_MODEL_ID = "local/smollm2-135m-instruct"
+
+
+def local_model_spec(api_base: str | None = None, context_window: int = 2048) -> ModelSpec:
+    """The free on-premises rung. `api_base` is set once `polycascade.testing.LocalModel` serves it."""
+    return ModelSpec(
+        id=LOCAL_MODEL_ID,
+        provider="openai",
+        litellm_model="openai/smollm2-135m-instruct",
+        vendor="Hugging Face",
+        jurisdiction="US",
+        host="self",
+        host_jurisdiction="self",
+        hosting="self_hosted",
+        open_weights=True,
+        input_price=Decimal(0),
+        output_price=Decimal(0),
+        context_window=context_window,
+        max_output_tokens=context_window,
+        api_base=api_base,
+        quality=0.2,
+    )
 
 
 class Price(BaseModel):
@@ -124,7 +148,8 @@ class Catalog(Mapping[str, ModelSpec]):
 
     @classmethod
     def load(cls, models_file: str | Path | None = None) -> Catalog:
-        catalog = cls.bundled()
+        """The bundled catalog, the local rung, and the models file's additions and overrides."""
+        catalog = cls.bundled().with_models([local_model_spec()])
         if models_file is not None:
             catalog = catalog.with_models(load_yaml_model(models_file, ModelsFile, CatalogError).models)
         return catalog

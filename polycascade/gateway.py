@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported: no fetch
@@ -31,7 +31,7 @@ from .catalog import Catalog, ModelSpec
 from .ledger import CallRecord, Ledger, new_call_id
 from .types import Completion, CompletionRequest, ToolCall, Usage
 
-__all__ = ["Gateway", "RetryPolicy", "loopback_only"]
+__all__ = ["Completer", "Gateway", "RetryPolicy", "loopback_only"]
 
 log = logging.getLogger("polycascade.gateway")
 litellm.telemetry = False
@@ -39,6 +39,14 @@ litellm.suppress_debug_info = True
 litellm.drop_params = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "polycascade"):
     logging.getLogger(_name).addFilter(RedactingFilter())
+
+
+class Completer(Protocol):
+    """The model seam: anything that completes a request (the gateway, or a wrapper around it)."""
+
+    catalog: Catalog
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...
 
 
 @dataclass(frozen=True, slots=True)

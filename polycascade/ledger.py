@@ -98,8 +98,12 @@ class Ledger(Protocol):
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]: ...
 
-    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
-        """Group successful and failed calls by `key` ("vendor", "jurisdiction", "model", "tenant")."""
+    async def spend_by(self, key: str, *, since: float | None = None, **where: Any) -> dict[str, SpendRow]:
+        """Spend and calls grouped by `key` (a `GROUP_KEYS` column), from `since` on.
+
+        `where` filters on columns by equality (run_id=…, task_id=…, tenant=…), and
+        `api_only=True` leaves out self-hosted calls.
+        """
         ...
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
@@ -109,12 +113,16 @@ class Ledger(Protocol):
     async def close(self) -> None: ...
 
 
-GROUP_KEYS = frozenset({"vendor", "jurisdiction", "model", "tenant", "task_kind", "run_id", "host_jurisdiction"})
+GROUP_KEYS = frozenset(
+    {"vendor", "jurisdiction", "model", "tenant", "task_kind", "run_id", "task_id", "host_jurisdiction", "data_class"}
+)
+SELF_HOSTED = "self"  # host_jurisdiction of calls to self-hosted models
 
 
-def check_group_key(key: str) -> str:
-    if key not in GROUP_KEYS:
-        raise ValueError(f"cannot group spend by {key!r}; use one of {sorted(GROUP_KEYS)}")
+def check_group_key(key: str, where: dict[str, Any] | None = None) -> str:
+    for column in (key, *(k for k in (where or {}) if k != "api_only")):
+        if column not in GROUP_KEYS:
+            raise ValueError(f"cannot group or filter spend by {column!r}; use one of {sorted(GROUP_KEYS)}")
     return key
 
 
@@ -141,10 +149,17 @@ class MemoryLedger:
             if (run_id is None or r.run_id == run_id) and (task_id is None or r.task_id == task_id)
         ]
 
-    async def spend_by(self, key: str, *, since: float | None = None, run_id: str | None = None) -> dict[str, SpendRow]:
-        check_group_key(key)
-        rows = (r for r in self._rows.values() if (since is None or r.ts >= since))
-        return _group(rows, key, run_id)
+    async def spend_by(self, key: str, *, since: float | None = None, **where: Any) -> dict[str, SpendRow]:
+        check_group_key(key, where)
+        api_only = where.pop("api_only", False)
+        rows = (
+            r
+            for r in self._rows.values()
+            if (since is None or r.ts >= since)
+            and not (api_only and r.host_jurisdiction == SELF_HOSTED)
+            and all(getattr(r, column) == value for column, value in where.items() if value is not None)
+        )
+        return _group(rows, key)
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
         out: dict[tuple[str, str], Tally] = {}
@@ -159,12 +174,10 @@ class MemoryLedger:
         pass
 
 
-def _group(rows: Iterable[CallRecord], key: str, run_id: str | None) -> dict[str, SpendRow]:
+def _group(rows: Iterable[CallRecord], key: str) -> dict[str, SpendRow]:
     calls: dict[str, int] = defaultdict(int)
     pico: dict[str, int] = defaultdict(int)
     for r in rows:
-        if run_id is not None and r.run_id != run_id:
-            continue
         group = getattr(r, key)
         calls[group] += 1
         pico[group] += to_pico(r.cost)

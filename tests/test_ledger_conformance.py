@@ -78,6 +78,19 @@ async def test_spend_by_vendor_over_a_window_and_by_run(ledger: Ledger) -> None:
 async def test_spend_by_rejects_unknown_columns(ledger: Ledger) -> None:
     with pytest.raises(ValueError, match="cannot group"):
         await ledger.spend_by("cost; DROP TABLE calls")
+    with pytest.raises(ValueError, match="cannot group or filter"):
+        await ledger.spend_by("vendor", **{"1=1; --": "x"})
+
+
+async def test_spend_filters_by_task_and_tenant_and_leaves_out_self_hosted(ledger: Ledger) -> None:
+    await ledger.record(call(task_id="t1", tenant="acme", cost=Decimal("1")))
+    await ledger.record(call(task_id="t1", tenant="acme", cost=Decimal("0"), vendor="Local", host_jurisdiction="self"))
+    await ledger.record(call(task_id="t2", tenant="beta", cost=Decimal("2")))
+    by_task = await ledger.spend_by("task_id", task_id="t1")
+    assert (by_task["t1"].calls, by_task["t1"].cost) == (2, Decimal("1"))
+    api = await ledger.spend_by("vendor", api_only=True)
+    assert set(api) == {"DeepSeek"} and api["DeepSeek"].calls == 2
+    assert (await ledger.spend_by("tenant", tenant="beta"))["beta"].cost == Decimal("2")
 
 
 async def test_calls_by_run_and_task(ledger: Ledger) -> None:

@@ -13,15 +13,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from decimal import Decimal
 from pathlib import Path
 
-from ..catalog import ModelSpec
+from ..catalog import LOCAL_MODEL_ID, ModelSpec, local_model_spec
 from ..errors import ConfigError
 
 __all__ = ["LOCAL_MODEL_ID", "LocalModel", "smollm2_path"]
 
-LOCAL_MODEL_ID = "local/smollm2-135m-instruct"
 _ALIAS = "smollm2-135m-instruct"
 
 
@@ -56,23 +54,7 @@ class LocalModel:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(
-            id=LOCAL_MODEL_ID,
-            provider="openai",
-            litellm_model=f"openai/{_ALIAS}",
-            vendor="Hugging Face",
-            jurisdiction="US",
-            host="self",
-            host_jurisdiction="self",
-            hosting="self_hosted",
-            open_weights=True,
-            input_price=Decimal(0),
-            output_price=Decimal(0),
-            context_window=self.n_ctx,
-            max_output_tokens=self.n_ctx,
-            api_base=self.url,
-            quality=0.2,
-        )
+        return local_model_spec(self.url, self.n_ctx)
 
     def start(self, timeout_s: float = 120.0) -> LocalModel:
         cmd = [

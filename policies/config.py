@@ -1,0 +1,216 @@
+"""Policy files: YAML validated by pydantic, checked against the catalog when loaded.
+
+Errors name the file, the line and the field. Presets live in `policies/presets/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polycascade._yaml import Located, load_located
+from polycascade.catalog import Catalog, ModelSpec
+from polycascade.errors import CatalogError, PolicyError
+
+__all__ = [
+    "Budgets",
+    "CircuitBreakerConfig",
+    "DataClassRule",
+    "LoadedPolicy",
+    "Policy",
+    "RoutingConfig",
+    "ShareCap",
+    "Spread",
+    "load_policy",
+    "preset_path",
+]
+
+PRESETS = Path(__file__).parent / "presets"
+Jurisdiction = str
+ANY: Literal["*"] = "*"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataClassRule(_Strict):
+    """Where data of one class may go. `*` allows every *known* jurisdiction; unknown ones never pass."""
+
+    vendor_jurisdictions: list[Jurisdiction] | Literal["*"] = ANY
+    host_jurisdictions: list[Jurisdiction] | Literal["*"] = ANY
+    self_hosted: bool = True
+    api: bool = True
+
+    @field_validator("vendor_jurisdictions", "host_jurisdictions")
+    @classmethod
+    def _codes(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list):
+            bad = [v for v in value if not (v.isalpha() and v.isupper() and 2 <= len(v) <= 4)]
+            if bad:
+                raise ValueError(f"jurisdictions are upper-case codes such as JP, US, EU; got {bad}")
+        return value
+
+
+class ShareCap(_Strict):
+    """No vendor above `max_share` of spend (or calls) over a rolling window."""
+
+    max_share: float = Field(gt=0, le=1)
+    measure: Literal["spend", "calls"] = "spend"
+    window_hours: float = Field(24, gt=0)
+    min_volume_usd: Decimal = Field(Decimal(0), ge=0)
+    min_calls: int = Field(0, ge=0)
+
+
+class Spread(_Strict):
+    """At least `min_vendors` distinct vendors in each tier (the whole pool if no tiers)."""
+
+    min_vendors: int = Field(1, ge=1)
+    tiers: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Budgets(_Strict):
+    """USD limits. Days are calendar days in the policy's timezone."""
+
+    per_run_usd: Decimal | None = Field(None, ge=0)
+    per_day_usd: Decimal | None = Field(None, ge=0)
+    per_task_usd: Decimal | None = Field(None, ge=0)
+    per_tenant_day_usd: dict[str, Decimal] = Field(default_factory=dict)
+    default_tenant_day_usd: Decimal | None = Field(None, ge=0)
+
+    @field_validator("per_tenant_day_usd")
+    @classmethod
+    def _non_negative(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        if negative := [t for t, v in value.items() if v < 0]:
+            raise ValueError(f"budgets cannot be negative (tenants {negative})")
+        return value
+
+
+class CircuitBreakerConfig(_Strict):
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    min_calls: int = Field(5, ge=1)
+    window_s: float = Field(60, gt=0)
+    cooldown_s: float = Field(30, gt=0)
+
+
+class RoutingConfig(_Strict):
+    threshold: float = Field(0.5, ge=0, le=1)
+    explore: bool = False
+    max_rungs: int = Field(3, ge=1, le=10)
+    max_failovers: int = Field(2, ge=0, le=10)
+    prior_strength: float = Field(4.0, gt=0)
+    seed: int | None = 0
+
+
+class Policy(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    timezone: str = "UTC"
+    models: list[str] = Field(default_factory=list, description="the candidate pool")
+    judges: list[str] = Field(default_factory=list)
+    routing: RoutingConfig = RoutingConfig()
+    data_classes: dict[str, DataClassRule] = Field(default_factory=lambda: {"internal": DataClassRule()})
+    default_data_class: str = "internal"
+    vendor_share: ShareCap | None = None
+    vendor_spread: Spread | None = None
+    budgets: Budgets = Budgets()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Asia/Tokyo") from None
+        return value
+
+    @model_validator(mode="after")
+    def _default_class_exists(self) -> Policy:
+        if self.default_data_class not in self.data_classes:
+            raise ValueError(f"default_data_class {self.default_data_class!r} is not among data_classes")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy checked against a catalog: its pool and judges resolved to specs."""
+
+    policy: Policy
+    source: str
+    pool: tuple[ModelSpec, ...]
+    judges: tuple[ModelSpec, ...]
+
+    def vendors_by_tier(self) -> Mapping[str, set[str]]:
+        spread = self.policy.vendor_spread
+        tiers = spread.tiers if spread and spread.tiers else {"all": [m.id for m in self.pool]}
+        by_id = {m.id: m for m in (*self.pool, *self.judges)}
+        return {tier: {by_id[m].vendor for m in models if m in by_id} for tier, models in tiers.items()}
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        raise PolicyError(f"no preset {name!r}; presets: {', '.join(known)}")
+    return path
+
+
+def load_policy(path: str | Path, catalog: Catalog | None = None) -> LoadedPolicy:
+    """Validate the file, then check every model it names and its vendor spread against `catalog`."""
+    if not Path(path).exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
+        path = preset_path(str(path))
+    doc = load_located(path, Policy, PolicyError)
+    catalog = catalog or Catalog.load()
+    pool = _resolve(doc, catalog, "models")
+    judges = _resolve(doc, catalog, "judges")
+    loaded = LoadedPolicy(doc.value, str(doc.path), pool, judges)
+    _check_spread(doc, loaded)
+    _check_share_cap_is_satisfiable(doc, loaded)
+    return loaded
+
+
+def _resolve(doc: Located[Policy], catalog: Catalog, field: Literal["models", "judges"]) -> tuple[ModelSpec, ...]:
+    specs = []
+    for i, model_id in enumerate(getattr(doc.value, field)):
+        try:
+            specs.append(catalog[model_id])
+        except CatalogError as exc:
+            raise PolicyError(f"{doc.where(field, i)}: field '{field}.{i}': {exc}") from None
+    return tuple(specs)
+
+
+def _check_spread(doc: Located[Policy], loaded: LoadedPolicy) -> None:
+    spread = doc.value.vendor_spread
+    if spread is None:
+        return
+    for tier, models in spread.tiers.items():
+        for i, model_id in enumerate(models):
+            if model_id not in {m.id for m in (*loaded.pool, *loaded.judges)}:
+                where = doc.where("vendor_spread", "tiers", tier, i)
+                raise PolicyError(f"{where}: field 'vendor_spread.tiers.{tier}.{i}': {model_id!r} is not in models")
+    for tier, vendors in loaded.vendors_by_tier().items():
+        if len(vendors) < spread.min_vendors:
+            where = doc.where("vendor_spread", "min_vendors")
+            raise PolicyError(
+                f"{where}: field 'vendor_spread.min_vendors': tier {tier!r} has {len(vendors)} vendor(s) "
+                f"({', '.join(sorted(vendors)) or 'none'}), fewer than {spread.min_vendors}; failover needs more. "
+                "Add models from other vendors."
+            )
+
+
+def _check_share_cap_is_satisfiable(doc: Located[Policy], loaded: LoadedPolicy) -> None:
+    cap = doc.value.vendor_share
+    vendors = {m.vendor for m in loaded.pool if m.hosting == "api"}
+    if cap is not None and vendors and cap.max_share * len(vendors) < 1:
+        where = doc.where("vendor_share", "max_share")
+        raise PolicyError(
+            f"{where}: field 'vendor_share.max_share': {len(vendors)} API vendors at most "
+            f"{cap.max_share:.0%} each cannot carry all the spend. Add vendors or raise the cap."
+        )

@@ -1,0 +1,151 @@
+"""Policy rules: pure functions of (model, need, snapshot) that allow or deny, with reasons.
+
+The snapshot holds *committed* money: spend already settled in the window plus the maximum cost
+of every call in flight (its reservation). Checking committed money rather than settled money is
+what keeps many concurrent calls from jointly overshooting a cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from polycascade.catalog import ModelSpec
+
+from .config import ANY, DataClassRule, ShareCap
+from .routing import Denial, Need, Rule, max_call_cost
+
+__all__ = ["BudgetState", "Snapshot", "breaker_rule", "budget_rule", "residency_rule", "share_cap_rule"]
+
+EU = frozenset(["AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE"])
+UNKNOWN = "??"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    name: str
+    limit: Decimal
+    committed: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.limit - self.committed
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Committed spend and calls per vendor over the share window (API-hosted calls only)."""
+
+    vendor_spend: Mapping[str, Decimal] = field(default_factory=dict)
+    vendor_calls: Mapping[str, int] = field(default_factory=dict)
+    budgets: tuple[BudgetState, ...] = ()
+    open_vendors: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    @property
+    def total_spend(self) -> Decimal:
+        return sum(self.vendor_spend.values(), Decimal(0))
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.vendor_calls.values())
+
+
+def _allows(allowed: list[str] | str, code: str) -> bool:
+    if code == UNKNOWN:
+        return False  # fail closed: an unknown jurisdiction never passes, not even `*`
+    if allowed == ANY:
+        return True
+    return code in allowed or ("EU" in allowed and code in EU)
+
+
+def residency_rule(data_class: str, rule: DataClassRule | None) -> Rule:
+    """Data of `data_class` may go only where the policy allows; a class it does not define goes nowhere."""
+
+    def residency(spec: ModelSpec, need: Need) -> Denial | None:
+        values = {"data_class": data_class, "vendor_jurisdiction": spec.jurisdiction, "host": spec.host_jurisdiction}
+        if rule is None:
+            return Denial("residency", f"data class {data_class!r} is not defined in the policy (fail closed)", values)
+        if spec.hosting == "self_hosted":
+            return (
+                None
+                if rule.self_hosted
+                else Denial("residency", f"{data_class} data may not go to self-hosted models", values)
+            )
+        if not rule.api:
+            return Denial("residency", f"{data_class} data may go only to self-hosted models", values)
+        if not _allows(rule.vendor_jurisdictions, spec.jurisdiction):
+            allowed = rule.vendor_jurisdictions
+            return Denial(
+                "residency",
+                f"{data_class} data may not go to a {spec.jurisdiction}-based vendor",
+                {**values, "allowed": allowed},
+            )
+        if not _allows(rule.host_jurisdictions, spec.host_jurisdiction):
+            allowed = rule.host_jurisdictions
+            return Denial(
+                "residency",
+                f"{data_class} data may not be processed in {spec.host_jurisdiction}",
+                {**values, "allowed": allowed},
+            )
+        return None
+
+    return residency
+
+
+def share_cap_rule(cap: ShareCap, snapshot: Snapshot) -> Rule:
+    """No API vendor above `max_share` of committed spend (or calls), once volume passes the threshold."""
+
+    def vendor_share(spec: ModelSpec, need: Need) -> Denial | None:
+        if spec.hosting == "self_hosted":
+            return None  # running our own weights is no dependence on a vendor
+        if cap.measure == "spend":
+            cost = max_call_cost(spec, need)
+            mine, total = snapshot.vendor_spend.get(spec.vendor, Decimal(0)) + cost, snapshot.total_spend + cost
+            if total < cap.min_volume_usd or total == 0:
+                return None
+            share = float(mine / total)
+        else:
+            mine_calls, total_calls = snapshot.vendor_calls.get(spec.vendor, 0) + 1, snapshot.total_calls + 1
+            if total_calls < cap.min_calls:
+                return None
+            share = mine_calls / total_calls
+        if share <= cap.max_share:
+            return None
+        return Denial(
+            "vendor_share",
+            f"{spec.vendor} would reach {share:.0%} of {cap.measure} over {cap.window_hours:g} h "
+            f"(cap {cap.max_share:.0%})",
+            {"vendor": spec.vendor, "share": round(share, 4), "cap": cap.max_share, "measure": cap.measure},
+        )
+
+    return vendor_share
+
+
+def budget_rule(budgets: tuple[BudgetState, ...]) -> Rule:
+    """A model whose worst-case cost does not fit every budget is not a candidate; a cheaper one may be."""
+
+    def budget(spec: ModelSpec, need: Need) -> Denial | None:
+        cost = max_call_cost(spec, need)
+        for b in budgets:
+            if cost > b.remaining:
+                return Denial(
+                    "budget",
+                    f"may cost ${cost}, more than the ${b.remaining} left of budget {b.name!r}",
+                    {"budget": b.name, "limit": str(b.limit), "remaining": str(b.remaining), "needed": str(cost)},
+                )
+        return None
+
+    return budget
+
+
+def breaker_rule(open_vendors: Mapping[str, Mapping[str, object]]) -> Rule:
+    def circuit_breaker(spec: ModelSpec, need: Need) -> Denial | None:
+        state = open_vendors.get(spec.vendor)
+        if state is None:
+            return None
+        return Denial(
+            "circuit_breaker", f"{spec.vendor} is failing; circuit {state['state']}", {"vendor": spec.vendor, **state}
+        )
+
+    return circuit_breaker
