@@ -6,7 +6,7 @@ Errors name the file, the line and the field. Presets live in `policies/presets/
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -114,6 +114,7 @@ class Policy(_Strict):
     timezone: str = "UTC"
     models: list[str] = Field(default_factory=list, description="the candidate pool")
     judges: list[str] = Field(default_factory=list)
+    priors: dict[str, float] = Field(default_factory=dict, description="prior P(pass) per model, 0–1")
     routing: RoutingConfig = RoutingConfig()
     data_classes: dict[str, DataClassRule] = Field(default_factory=lambda: {"internal": DataClassRule()})
     default_data_class: str = "internal"
@@ -121,6 +122,13 @@ class Policy(_Strict):
     vendor_spread: Spread | None = None
     budgets: Budgets = Budgets()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+
+    @field_validator("priors")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        if bad := {m: q for m, q in value.items() if not 0 < q < 1}:
+            raise ValueError(f"priors are probabilities strictly between 0 and 1; got {bad}")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -146,6 +154,7 @@ class LoadedPolicy:
     source: str
     pool: tuple[ModelSpec, ...]
     judges: tuple[ModelSpec, ...]
+    warnings: tuple[str, ...] = ()
 
     def vendors_by_tier(self) -> Mapping[str, set[str]]:
         spread = self.policy.vendor_spread
@@ -170,20 +179,45 @@ def load_policy(path: str | Path, catalog: Catalog | None = None) -> LoadedPolic
     catalog = catalog or Catalog.load()
     pool = _resolve(doc, catalog, "models")
     judges = _resolve(doc, catalog, "judges")
+    for model_id in doc.value.priors:
+        if model_id not in {m.id for m in (*pool, *judges)}:
+            raise PolicyError(f"{doc.where('priors', model_id)}: field 'priors.{model_id}': not in models or judges")
     loaded = LoadedPolicy(doc.value, str(doc.path), pool, judges)
     _check_spread(doc, loaded)
     _check_share_cap_is_satisfiable(doc, loaded)
-    return loaded
+    return replace(loaded, warnings=tuple(_class_warnings(loaded)))
 
 
 def _resolve(doc: Located[Policy], catalog: Catalog, field: Literal["models", "judges"]) -> tuple[ModelSpec, ...]:
     specs = []
     for i, model_id in enumerate(getattr(doc.value, field)):
         try:
-            specs.append(catalog[model_id])
+            spec = catalog[model_id]
         except CatalogError as exc:
             raise PolicyError(f"{doc.where(field, i)}: field '{field}.{i}': {exc}") from None
+        prior = doc.value.priors.get(model_id)
+        specs.append(spec if prior is None else replace(spec, quality=prior))
     return tuple(specs)
+
+
+def _class_warnings(loaded: LoadedPolicy) -> list[str]:
+    """Data classes the pool cannot serve well; legal, but worth knowing before production."""
+    from .routing import Need
+    from .rules import residency_rule  # rules import config: resolve at call time
+
+    warnings = []
+    cap = loaded.policy.vendor_share
+    for name, rule in loaded.policy.data_classes.items():
+        allowed = [m for m in loaded.pool if residency_rule(name, rule)(m, Need()) is None]
+        api_vendors = {m.vendor for m in allowed if m.hosting == "api"}
+        if not allowed:
+            warnings.append(f"data class {name!r}: no model in the pool may take it; its tasks will fail closed")
+        elif cap is not None and api_vendors and cap.max_share * len(api_vendors) < 1:
+            warnings.append(
+                f"data class {name!r} reaches {len(api_vendors)} API vendor(s) ({', '.join(sorted(api_vendors))}); "
+                f"alone its traffic cannot stay under the {cap.max_share:.0%} cap and will lean on self-hosted models"
+            )
+    return warnings
 
 
 def _check_spread(doc: Located[Policy], loaded: LoadedPolicy) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import _cli_govern
 from .catalog import Catalog, ModelSpec
 from .errors import ConfigError, PolycascadeError
 
@@ -22,6 +23,10 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+app.add_typer(_cli_govern.policy_app, name="policy")
+app.command()(_cli_govern.explain)
+app.command()(_cli_govern.report)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="YAML file adding or overriding models.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -93,6 +98,7 @@ def ask(
     schema: Annotated[
         str | None, typer.Option(help="module:Model — the answer must validate as this pydantic model.")
     ] = None,
+    policy: Annotated[str | None, typer.Option(help="Policy file or preset name; its models form the pool.")] = None,
     models_file: ModelsOpt = None,
     model: Annotated[
         list[str] | None, typer.Option("--model", help="A catalog model for the pool (repeatable).")
@@ -103,9 +109,11 @@ def ask(
     ] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Add the free local SmolLM2 rung.")] = True,
     kind: Annotated[str, typer.Option(help="Task kind: routing learns adequacy per kind.")] = "general",
-    data_class: Annotated[str, typer.Option(help="public | internal | confidential | your own.")] = "internal",
+    data_class: Annotated[
+        str | None, typer.Option(help="public | internal | confidential | … (default: the policy's)")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1)] = 256,
-    max_rungs: Annotated[int, typer.Option(min=1)] = 3,
+    max_rungs: Annotated[int | None, typer.Option(min=1, help="default: the policy's (3)")] = None,
     ledger: Annotated[str, typer.Option(help="Ledger URL: sqlite:///FILE, a path, or memory://.")] = "polycascade.db",
     as_json: JsonOpt = False,
 ) -> None:
@@ -115,6 +123,7 @@ def ask(
     options = AskOptions(
         prompt=prompt,
         schema=schema,
+        policy=policy,
         models_file=models_file,
         models=model or [],
         judges=judge or [],

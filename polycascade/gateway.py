@@ -100,6 +100,15 @@ class Gateway:
         await self._record(spec, request, call_id, started, attempts, "ok", completion)
         return completion
 
+    def missing_credentials(self, spec: ModelSpec) -> list[str]:
+        """Environment variables a call to `spec` still needs; empty when it can be made."""
+        if spec.api_key_env:
+            return [] if os.environ.get(spec.api_key_env) else [spec.api_key_env]
+        if spec.api_base:
+            return []  # a private or local endpoint: its key, if any, is named by api_key_env
+        status = litellm.validate_environment(spec.litellm_model)
+        return [] if status.get("keys_in_environment") else list(status.get("missing_keys", []))
+
     def complete_sync(self, request: CompletionRequest) -> Completion:
         return run_sync(self.complete(request))
 

@@ -1,0 +1,149 @@
+"""CLI commands about governance: `policy check`, `explain`, `report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._sync import run_sync
+from .catalog import Catalog
+from .ledger import open_ledger
+
+out = Console()
+policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
+
+LedgerOpt = Annotated[str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, or memory://.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@policy_app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="Policy YAML, or a preset name: balanced, cost-first, jp-enterprise.")],
+    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+) -> None:
+    """Validate a policy against the catalog; errors name file, line and field."""
+    from policies.config import load_policy
+    from policies.routing import Need
+    from policies.rules import residency_rule
+
+    loaded = load_policy(file, Catalog.load(models_file))
+    policy = loaded.policy
+    out.print(f"[green]ok[/green] {loaded.source}: policy {policy.name!r}, {len(loaded.pool)} models, "
+              f"{len({m.vendor for m in loaded.pool})} vendors")  # fmt: skip
+    for tier, vendors in loaded.vendors_by_tier().items():
+        out.print(f"  tier {tier}: {len(vendors)} vendors ({', '.join(sorted(vendors))})")
+    for name, rule in policy.data_classes.items():
+        allowed = [m.id for m in loaded.pool if residency_rule(name, rule)(m, Need()) is None]
+        out.print(f"  data class {name}: {len(allowed)} of {len(loaded.pool)} models allowed")
+    for warning in loaded.warnings:
+        out.print(f"  [yellow]warning:[/yellow] {warning}")
+
+
+def explain(
+    call_id: Annotated[str, typer.Argument(help="A call id from the ledger (see `report` or `ask --json`).")],
+    ledger: LedgerOpt = "polycascade.db",
+    as_json: JsonOpt = False,
+) -> None:
+    """Why this call went to this model: every candidate, every rejection, the price."""
+    from .insight import explain_call
+
+    info = _with_ledger(ledger, lambda lg: explain_call(lg, call_id))
+    if as_json:
+        out.print_json(json.dumps(info, ensure_ascii=False, default=str))
+        return
+    out.print(f"call {info['call_id']} · run {info['run_id']} · task {info['task_id']} · {info['node']}")
+    out.print(f"→ {info['model']} ({info['vendor']}, {info['jurisdiction']}; hosted in {info['host_jurisdiction']}) "
+              f"· {info['outcome']} · ${info['cost_usd']} · data class {info['data_class']}")  # fmt: skip
+    decision = info["decision"]
+    if not decision:
+        out.print("no routing decision recorded (a direct or evaluator call)")
+        return
+    policy, reserved = decision.get("policy", "?"), decision.get("reserved_usd", "?")
+    out.print(f"why: {decision['reason']}  [policy {policy}, reserved ${reserved}]")
+    _candidates_table(decision)
+    if decision["rejected"]:
+        table = Table(title="rejected")
+        for column in ("model", "rule", "reason", "values"):
+            table.add_column(column, overflow="fold")
+        for model, denial in decision["rejected"].items():
+            table.add_row(model, denial["rule"], denial["reason"], json.dumps(denial["values"], default=str))
+        out.print(table)
+
+
+def _candidates_table(decision: dict[str, Any]) -> None:
+    table = Table(title=f"candidates (adequate: P(pass) ≥ {decision.get('threshold', '?')})")
+    for column in ("", "model", "vendor", "P(pass)", "call $", "expected total $", "adequate"):
+        table.add_column(column)
+    for c in decision["candidates"]:
+        mark = "→" if c["model"] == decision["chosen"] else ""
+        table.add_row(mark, c["model"], c["vendor"], f"{c['p_pass']:.2f}", c["call_cost_usd"],
+                      c["expected_total_usd"], "yes" if c.get("adequate") else "no")  # fmt: skip
+    out.print(table)
+
+
+def report(
+    run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Compare against this policy's caps and budgets.")
+    ] = None,
+    hours: Annotated[
+        float | None, typer.Option("--hours", help="Window (default: the policy's share window, or 24).")
+    ] = None,
+    ledger: LedgerOpt = "polycascade.db",
+    as_json: JsonOpt = False,
+) -> None:
+    """Spend, calls and shares by vendor and jurisdiction against the caps; escalations; budgets."""
+    from policies.config import load_policy
+
+    from .insight import build_report
+
+    loaded = load_policy(policy).policy if policy else None
+    data = _with_ledger(ledger, lambda lg: build_report(lg, policy=loaded, run_id=run, since_hours=hours))
+    if as_json:
+        out.print_json(json.dumps(data, ensure_ascii=False))
+        return
+    out.print(f"{data['calls']} calls · ${data['total_cost_usd']} · scope {data['scope']} · policy {data['policy']}")
+    for key in ("by_vendor", "by_jurisdiction", "by_host_jurisdiction"):
+        _rows_table(key.replace("_", " "), data[key])
+    esc = data["escalations"]
+    out.print(f"escalations: {esc['escalated']} of {esc['tasks']} tasks ({esc['rate']:.0%})")
+    if data["budgets"]:
+        _rows_table("budgets", data["budgets"])
+    spread = data["vendor_spread"]
+    out.print(
+        f"vendors in use: {spread['count']} ({', '.join(spread['vendors_in_use'])}); minimum {spread['min_vendors']}"
+    )
+
+
+def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(f"{v:.1%}" if k in {"share", "cap", "used"} and v is not None else str(v) for k, v in row.items())
+        )
+    out.print(table)
+
+
+def _with_ledger(url: str, action: Any) -> Any:
+    if "://" not in url and not Path(url).exists():
+        from .errors import ConfigError
+
+        raise ConfigError(f"no ledger at {url}; pass --ledger with the file your runs wrote.")
+
+    async def go() -> Any:
+        lg = open_ledger(url)
+        try:
+            return await action(lg)
+        finally:
+            await lg.close()
+
+    return run_sync(go())
