@@ -129,17 +129,18 @@ def share_cap_rule(cap: ShareCap, snapshot: Snapshot) -> Rule:
     def vendor_share(spec: ModelSpec, need: Need) -> Denial | None:
         if spec.hosting == "self_hosted":
             return None  # running our own weights is no dependence on a vendor
+        # Shares bind once the window already holds the minimum volume (and any at all): the share
+        # of an empty window is meaningless, and the one call that crosses the threshold is the tolerance.
         if cap.measure == "spend":
-            cost = max_call_cost(spec, need)
-            mine, total = snapshot.vendor_spend.get(spec.vendor, Decimal(0)) + cost, snapshot.total_spend + cost
-            if total < cap.min_volume_usd or total == 0:
+            cost, before = max_call_cost(spec, need), snapshot.total_spend
+            if before == 0 or before < cap.min_volume_usd:
                 return None
-            share = float(mine / total)
+            share = float((snapshot.vendor_spend.get(spec.vendor, Decimal(0)) + cost) / (before + cost))
         else:
-            mine_calls, total_calls = snapshot.vendor_calls.get(spec.vendor, 0) + 1, snapshot.total_calls + 1
-            if total_calls < cap.min_calls:
+            before_calls = snapshot.total_calls
+            if before_calls == 0 or before_calls < cap.min_calls:
                 return None
-            share = mine_calls / total_calls
+            share = (snapshot.vendor_calls.get(spec.vendor, 0) + 1) / (before_calls + 1)
         if share <= cap.max_share:
             return None
         return Denial(

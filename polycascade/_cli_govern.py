@@ -94,6 +94,7 @@ def report(
     hours: Annotated[
         float | None, typer.Option("--hours", help="Window (default: the policy's share window, or 24).")
     ] = None,
+    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
     ledger: LedgerOpt = "polycascade.db",
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,7 +103,7 @@ def report(
 
     from .insight import build_report
 
-    loaded = load_policy(policy).policy if policy else None
+    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
     data = _with_ledger(ledger, lambda lg: build_report(lg, policy=loaded, run_id=run, since_hours=hours))
     if as_json:
         out.print_json(json.dumps(data, ensure_ascii=False))

@@ -137,8 +137,11 @@ def ask(
     result = run_ask(options)
     if as_json:
         out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    _print_result(result)
+    else:
+        _print_result(result)
+    if result.status == "failed":
+        err.print(f"[red]failed:[/red] {result.stop_reason}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_result(result: Any) -> None:

@@ -14,7 +14,7 @@ import yaml
 os.environ["POLYCASCADE_LOOPBACK_ONLY"] = "1"  # the gateway's guard; subprocesses inherit it
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from polycascade.catalog import Catalog, UserModel
+from polycascade.catalog import Catalog, ModelSpec, UserModel
 from polycascade.testing import LocalModel, ScriptedRequest
 
 
@@ -84,3 +84,35 @@ POLYCASCADE = str(Path(sys.executable).with_name("polycascade"))  # the console 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([POLYCASCADE, *args], capture_output=True, text=True, timeout=180, cwd=cwd, env=env)
+
+
+def make_spec(
+    id: str,
+    price_per_mtok: str,
+    quality: float = 0.7,
+    vendor: str = "V",
+    jurisdiction: str = "US",
+    host_jurisdiction: str | None = None,
+    hosting: str = "api",
+    window: int = 8192,
+) -> ModelSpec:
+    """A catalog entry for pure policy tests (no endpoint: never called)."""
+    from decimal import Decimal
+
+    price = Decimal(price_per_mtok) / 1_000_000
+    return ModelSpec(
+        id=id,
+        provider="openai",
+        litellm_model=f"openai/{id}",
+        vendor=vendor,
+        jurisdiction=jurisdiction,
+        host=vendor,
+        host_jurisdiction=host_jurisdiction or jurisdiction,
+        hosting=hosting,  # type: ignore[arg-type]
+        open_weights=False,
+        input_price=price,
+        output_price=price * 2,
+        context_window=window,
+        max_output_tokens=4096,
+        quality=quality,
+    )

@@ -53,3 +53,18 @@ def test_ask_escalates_across_loopback_vendors_and_explains(vendors: Vendors, tm
 def test_ask_rejects_a_bad_schema_reference(tmp_path: Path) -> None:
     result = ask("hi", "--schema", "nowhere", "--no-local", "--model", "gpt-4o-mini", cwd=tmp_path)
     assert result.returncode == 2 and "module:Model" in result.stderr
+
+
+def test_ask_fails_closed_with_exit_1_when_no_model_may_take_the_data(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "name: p\nmodels: [gpt-4o-mini]\ndata_classes:\n  internal: {}\n  personal: {api: false, self_hosted: false}\n"
+    )
+    result = ask("My Number is 1234", "--policy", str(policy), "--data-class", "personal", "--no-local",
+                 "--models", str(tmp_path / "none.yaml"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "none.yaml" in result.stderr  # a missing models file is named
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-used-0000"}
+    result = run_cli("ask", "My Number is 1234", "--policy", str(policy), "--data-class", "personal", "--no-local",
+                     cwd=tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 1
+    assert "residency" in result.stderr

@@ -1,0 +1,109 @@
+"""Policy files: presets load; bad files are refused with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from policies.config import load_policy, preset_path
+from polycascade import PolicyError
+
+from .conftest import run_cli
+
+PRESETS = ["balanced", "cost-first", "jp-enterprise"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_pass_policy_check(name: str) -> None:
+    result = run_cli("policy", "check", str(preset_path(name)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
+def test_jp_enterprise_says_what_it_promises() -> None:
+    loaded = load_policy("jp-enterprise")
+    policy = loaded.policy
+    assert policy.vendor_share is not None and policy.vendor_share.max_share == 0.4
+    assert policy.vendor_share.window_hours == 24
+    assert policy.vendor_spread is not None and policy.vendor_spread.min_vendors >= 3
+    cn_vendors = {m.id for m in loaded.pool if m.jurisdiction == "CN"}
+    assert cn_vendors, "the preset should show CN vendors being limited, not absent"
+    from policies.routing import Need
+    from policies.rules import residency_rule
+
+    for data_class, rule in policy.data_classes.items():
+        allowed = {m.id for m in loaded.pool if residency_rule(data_class, rule)(m, Need()) is None}
+        if data_class != "public":
+            assert not (allowed & cn_vendors), f"{data_class} may reach a CN vendor"
+        if data_class == "confidential":
+            assert all(m.host_jurisdiction in {"JP", "self"} for m in loaded.pool if m.id in allowed)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "policy.yaml"
+    f.write_text(text)
+    return f
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    f = _write(tmp_path, preset_path("balanced").read_text() + "\nbudgets: [1, 2\n")
+    result = run_cli("policy", "check", str(f))
+    assert result.returncode == 2
+    assert f"{f.name}:" in result.stderr and "invalid YAML" in result.stderr
+
+
+def test_wrong_type_names_file_line_and_field(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nbudgets:\n  per_run_usd: lots\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(f)
+    assert f"{f}:4: field 'budgets.per_run_usd'" in str(info.value)
+
+
+def test_negative_budget_is_refused(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\nbudgets:\n  per_day_usd: -5\n")
+    with pytest.raises(PolicyError, match=r"policy.yaml:3: field 'budgets.per_day_usd'.*greater than or equal to 0"):
+        load_policy(f)
+
+
+def test_unknown_field_is_refused(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\nvendor_share:\n  max_shar: 0.4\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(f)
+    assert f"{f}:3: field 'vendor_share.max_shar': Extra inputs are not permitted" in str(info.value)
+    assert "field 'vendor_share.max_share': Field required" in str(info.value)
+
+
+def test_unknown_model_names_its_line_and_suggests(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\nmodels:\n  - gpt-4o-mini\n  - gpt-4o-minni\n")
+    with pytest.raises(PolicyError) as info:
+        load_policy(f)
+    assert f"{f}:4: field 'models.1'" in str(info.value) and "gpt-4o-mini" in str(info.value)
+
+
+def test_vendor_spread_is_checked_when_the_policy_loads(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini, gpt-4.1]\nvendor_spread:\n  min_vendors: 3\n")
+    with pytest.raises(PolicyError, match=r":4: field 'vendor_spread.min_vendors': tier 'all' has 1 vendor"):
+        load_policy(f)
+
+
+def test_an_unsatisfiable_share_cap_is_refused(tmp_path: Path) -> None:
+    f = _write(
+        tmp_path, "name: p\nmodels: [gpt-4o-mini, mistral/mistral-small-latest]\nvendor_share: {max_share: 0.4}\n"
+    )
+    with pytest.raises(PolicyError, match="cannot carry all the spend"):
+        load_policy(f)
+
+
+def test_bad_jurisdiction_code_and_default_class(tmp_path: Path) -> None:
+    f = _write(tmp_path, "name: p\ndata_classes:\n  secret: {host_jurisdictions: [japan]}\n")
+    with pytest.raises(PolicyError, match="upper-case codes"):
+        load_policy(f)
+    f = _write(tmp_path, "name: p\ndata_classes:\n  secret: {}\n")
+    with pytest.raises(PolicyError, match="default_data_class 'internal' is not among data_classes"):
+        load_policy(f)
+
+
+def test_a_policy_that_is_a_list_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r":1: expected a mapping"):
+        load_policy(_write(tmp_path, "- name: p\n"))
