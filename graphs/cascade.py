@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
@@ -34,9 +34,9 @@ from policies.routing import Decision, Need, RoutingSettings, max_call_cost
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
-from polycascade.gateway import Gateway
+from polycascade.gateway import Completer
 from polycascade.governor import GovernedGateway, Governor, Reservation
-from polycascade.ledger import MemoryLedger
+from polycascade.ledger import MemoryLedger, Tally
 from polycascade.tasks import Attempt, Task, TaskResult
 from polycascade.tokens import estimate_tokens
 from polycascade.types import CallContext
@@ -68,12 +68,13 @@ class CascadeSettings:
 
 @dataclass
 class CascadeContext:
-    gateway: Gateway
+    gateway: Completer
     governor: Governor
     pool: tuple[ModelSpec, ...]
     evaluator: Evaluator
     settings: CascadeSettings
     rng: random.Random = field(default_factory=random.Random)
+    history: Mapping[tuple[str, str], Tally] = field(default_factory=dict)  # prior verdicts, e.g. a train split
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         return _stop(f"reached max_rungs={ctx.settings.max_rungs}")
     if len(attempts) - answered > ctx.settings.max_failovers:
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
-    tallies = {model: t for (_, model), t in (await ctx.governor.ledger.tallies(task.kind)).items()}
+    tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
     need = _need(task, state)
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
@@ -151,6 +152,14 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
         return _stop(f"no eligible model ({rejected})")
     return Command(update={"decision": decision, "reservation": reservation}, goto="attempt")
+
+
+def _tallies(ctx: CascadeContext, kind: str, live: Mapping[tuple[str, str], Tally]) -> dict[str, Tally]:
+    merged = {model: t for (k, model), t in ctx.history.items() if k == kind}
+    for (_, model), t in live.items():
+        prior = merged.get(model, Tally())
+        merged[model] = Tally(prior.passes + t.passes, prior.fails + t.fails)
+    return merged
 
 
 def _stop(reason: str) -> Command[Literal["attempt", "finish"]]:
@@ -242,12 +251,13 @@ def _parse(task: Task, answer: str | None) -> Any:
         return None
 
 
+NODES = {"route": route, "attempt": attempt, "evaluate": evaluate, "finish": finish}
+
+
 def _build() -> Any:
     graph = StateGraph(CascadeState, context_schema=CascadeContext)
-    graph.add_node("route", route)
-    graph.add_node("attempt", attempt)
-    graph.add_node("evaluate", evaluate)
-    graph.add_node("finish", finish)
+    for name, node in NODES.items():
+        graph.add_node(name, node)  # type: ignore[call-overload]
     graph.add_edge(START, "route")
     graph.add_edge("finish", END)
     return graph.compile()
@@ -261,15 +271,17 @@ class Cascade:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Completer,
         pool: Sequence[ModelSpec],
         *,
         evaluator: Evaluator | None = None,
         governor: Governor | None = None,
         settings: CascadeSettings | None = None,
+        history: Mapping[tuple[str, str], Tally] | None = None,
     ) -> None:
         self.gateway, self.pool, self.evaluator = gateway, tuple(pool), evaluator
-        self.governor = governor or Governor(ledger=gateway.ledger or MemoryLedger())
+        self.governor = governor or Governor(ledger=getattr(gateway, "ledger", None) or MemoryLedger())
+        self.history = dict(history or {})
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
 

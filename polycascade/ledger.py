@@ -131,13 +131,29 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._rows: dict[str, CallRecord] = {}
+        self._tallies: dict[tuple[str, str], Tally] = {}  # kept up to date: routing reads it per decision
 
     async def record(self, rec: CallRecord) -> None:
+        self._untally(self._rows.get(rec.call_id))
         self._rows[rec.call_id] = rec
+        self._tally(rec, +1)
 
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
         if call_id in self._rows:
+            self._untally(self._rows[call_id])
             self._rows[call_id] = replace(self._rows[call_id], verdict=passed, score=score, evaluator=evaluator)
+            self._tally(self._rows[call_id], +1)
+
+    def _untally(self, rec: CallRecord | None) -> None:
+        if rec is not None:
+            self._tally(rec, -1)
+
+    def _tally(self, rec: CallRecord, sign: int) -> None:
+        if rec.verdict is None:
+            return
+        key = (rec.task_kind, rec.model)
+        t = self._tallies.get(key, Tally())
+        self._tallies[key] = Tally(t.passes + sign * rec.verdict, t.fails + sign * (not rec.verdict))
 
     async def get(self, call_id: str) -> CallRecord | None:
         return self._rows.get(call_id)
@@ -162,13 +178,11 @@ class MemoryLedger:
         return _group(rows, key)
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
-        out: dict[tuple[str, str], Tally] = {}
-        for r in self._rows.values():
-            if r.verdict is None or (task_kind is not None and r.task_kind != task_kind):
-                continue
-            t = out.get((r.task_kind, r.model), Tally())
-            out[(r.task_kind, r.model)] = Tally(t.passes + r.verdict, t.fails + (not r.verdict))
-        return out
+        return {
+            key: t
+            for key, t in self._tallies.items()
+            if (task_kind is None or key[0] == task_kind) and (t.passes or t.fails)
+        }
 
     async def close(self) -> None:
         pass
