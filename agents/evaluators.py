@@ -30,6 +30,7 @@ __all__ = [
     "Agreement",
     "AllOf",
     "AnyOf",
+    "Consensus",
     "EvalServices",
     "Evaluator",
     "Judged",
@@ -51,6 +52,7 @@ class Judged:
     answer: str
     spec: ModelSpec
     finish_reason: str | None = None
+    earlier: tuple[tuple[str, str, str], ...] = ()  # (model, vendor, answer) of this task's earlier rungs
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,30 @@ class Agreement:
         agree = self.normaliser(judged.answer) == self.normaliser(second.text)
         reason = f"{'agrees' if agree else 'disagrees'} with {other.id} ({other.vendor})"
         return Verdict(agree, 1.0 if agree else 0.0, reason, self.name, cost=second.cost)
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """Agreement with an earlier rung of the same task, from a different vendor: no extra call.
+
+    A first answer has nothing to agree with: the verdict is inconclusive (it neither passes nor
+    teaches the router), so the cascade asks the next rung, whose answer is the second opinion.
+    """
+
+    normaliser: Callable[[str], str] = normalise
+    name: str = "consensus"
+
+    async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:
+        mine = self.normaliser(judged.answer)
+        others = [
+            (m, v) for m, v, a in judged.earlier if v != judged.spec.vendor and mine and self.normaliser(a) == mine
+        ]
+        if others:
+            model, vendor = others[0]
+            return Verdict(True, 1.0, f"agrees with {model} ({vendor})", self.name)
+        if not any(v != judged.spec.vendor for _, v, _ in judged.earlier):
+            return Verdict(False, 0.5, "no answer from another vendor yet", self.name, verifies=False)
+        return Verdict(False, 0.0, "disagrees with every earlier answer", self.name)
 
 
 _SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

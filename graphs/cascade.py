@@ -12,6 +12,7 @@ run's `CascadeContext`. An answer that no rung could verify is returned marked `
 
 from __future__ import annotations
 
+import inspect
 import operator
 import random
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,7 @@ class CascadeState(TypedDict, total=False):
     pending: _Pending
     floor: float  # P(pass) of the last rung that failed evaluation: the next must be stronger
     avoid_vendors: frozenset[str]  # vendors that failed this task: fail over elsewhere
+    independent_of: frozenset[str]  # after an inconclusive verdict: vendors already asked
     min_context: int  # after a context-window error: only larger windows
     stop_reason: str
     result: TaskResult
@@ -114,12 +116,15 @@ def _need(task: Task, state: CascadeState) -> Need:
     return Need(
         task_kind=task.kind,
         data_class=task.data_class,
-        input_tokens=estimate_tokens(task.prompt + (task.system or "") + schema),
+        input_tokens=task.input_tokens
+        if task.input_tokens is not None
+        else estimate_tokens(task.prompt + (task.system or "") + schema),
         max_tokens=task.max_tokens,
         capabilities=task.capabilities,
         tried=frozenset(a.model for a in state.get("attempts", [])),
         stronger_than=state.get("floor"),
         avoid_vendors=state.get("avoid_vendors", frozenset()),
+        independent_of=state.get("independent_of", frozenset()),
         min_context=state.get("min_context", 0),
     )
 
@@ -198,7 +203,8 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
 async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Command[Literal["finish", "route"]]:
     ctx, task, pending = runtime.context, state["task"], state["pending"]
     spec = ctx.gateway.catalog[pending.attempt.model]
-    judged = Judged(task, pending.attempt.answer or "", spec, pending.finish_reason)
+    earlier = tuple((a.model, a.vendor, a.answer) for a in state.get("attempts", []) if a.answer is not None)
+    judged = Judged(task, pending.attempt.answer or "", spec, pending.finish_reason, earlier)
     governed = GovernedGateway(ctx.gateway, ctx.governor)
     allow = partial(ctx.governor.residency_allows, data_class=task.data_class)
     verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
@@ -207,6 +213,9 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     done = replace(pending.attempt, verdict=verdict)
     if verdict.passed:
         return Command(update={"attempts": [done]}, goto="finish")
+    if not verdict.verifies:  # inconclusive (e.g. no second opinion yet): ask another vendor, not a stronger one
+        asked = frozenset(a.vendor for a in (*state.get("attempts", []), done) if a.answer is not None)
+        return Command(update={"attempts": [done], "independent_of": asked}, goto="route")
     return Command(update={"attempts": [done], "floor": pending.p_pass}, goto="route")
 
 
@@ -214,7 +223,12 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     task, attempts = state["task"], state.get("attempts", [])
     answered = [a for a in attempts if a.answer is not None]
     passed = [a for a in answered if a.verdict and a.verdict.passed]
-    best = passed[-1] if passed else max(answered, key=lambda a: a.verdict.score if a.verdict else 0, default=None)
+    # without a pass, the best-scored answer; on a tie, the later rung (a stronger model)
+    best = (
+        passed[-1]
+        if passed
+        else max(answered, key=lambda a: (a.verdict.score if a.verdict else 0, a.rung), default=None)
+    )
     status: Literal["verified", "unverified", "failed"] = "failed"
     if best is not None:
         status = "verified" if best in passed and best.verdict and best.verdict.verifies else "unverified"
@@ -292,13 +306,35 @@ class Cascade:
             return Sanity()
         return checks[0] if len(checks) == 1 else AllOf(checks)
 
+    def _context(self, task: Task) -> CascadeContext:
+        evaluator = self.evaluator_for(task)
+        return CascadeContext(self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history)
+
     async def run(self, task: Task | str) -> TaskResult:
         task = Task(task) if isinstance(task, str) else task
-        context = CascadeContext(
-            self.gateway, self.governor, self.pool, self.evaluator_for(task), self.settings, self._rng
-        )
         limit = 4 * (self.settings.max_rungs + self.settings.max_failovers) + 8
-        state = await GRAPH.ainvoke({"task": task}, context=context, config={"recursion_limit": limit})
+        state = await GRAPH.ainvoke({"task": task}, context=self._context(task), config={"recursion_limit": limit})
+        result: TaskResult = state["result"]
+        return result
+
+    async def run_direct(self, task: Task) -> TaskResult:
+        """The same nodes, stepped by a plain loop instead of LangGraph's scheduler.
+
+        For replays of recorded outcomes, where LangGraph's per-step bookkeeping would dominate.
+        """
+        runtime: Runtime[CascadeContext] = Runtime(context=self._context(task))
+        state: CascadeState = {"task": task, "attempts": []}
+        node: str = "route"
+        while node != END:
+            out: Any = NODES[node](state, runtime)  # type: ignore[operator]
+            out = await out if inspect.isawaitable(out) else out
+            if isinstance(out, Command):
+                update: dict[str, Any] = out.update or {}
+                node = str(out.goto)
+            else:
+                update, node = out, END
+            for key, value in update.items():
+                state[key] = state[key] + value if key == "attempts" else value  # type: ignore[literal-required]
         result: TaskResult = state["result"]
         return result
 

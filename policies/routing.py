@@ -39,6 +39,7 @@ class Need:
     tried: frozenset[str] = frozenset()
     stronger_than: float | None = None  # P(pass) of the rung that just failed
     avoid_vendors: frozenset[str] = frozenset()  # failover: vendors that just failed this task
+    independent_of: frozenset[str] = frozenset()  # a second opinion must come from another vendor
     min_context: int = 0  # after a context-window error: larger than the window that overflowed
 
 
@@ -157,6 +158,8 @@ def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
         return Denial("tried", "already attempted for this task")
     if spec.vendor in need.avoid_vendors:
         return Denial("failover", f"{spec.vendor} just failed this task; failing over to another vendor")
+    if spec.vendor in need.independent_of:
+        return Denial("independence", "a second opinion must come from a vendor not yet asked", {"vendor": spec.vendor})
     if missing := need.capabilities - spec.capabilities:
         return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
     needed = max(need.input_tokens + need.max_tokens, need.min_context)

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -31,7 +32,7 @@ from .catalog import Catalog, ModelSpec
 from .ledger import CallRecord, Ledger, new_call_id
 from .types import Completion, CompletionRequest, ToolCall, Usage
 
-__all__ = ["Completer", "Gateway", "RetryPolicy", "loopback_only"]
+__all__ = ["Completer", "Gateway", "RetryPolicy", "call_record", "loopback_only"]
 
 log = logging.getLogger("polycascade.gateway")
 litellm.telemetry = False
@@ -133,32 +134,31 @@ class Gateway:
         outcome: str,
         completion: Completion | None = None,
     ) -> None:
-        if self.ledger is None:
-            return
-        ctx = request.context
-        usage = completion.usage if completion else Usage()
-        await self.ledger.record(
-            CallRecord(
-                call_id=call_id,
-                model=spec.id,
-                vendor=spec.vendor,
-                jurisdiction=spec.jurisdiction,
-                host_jurisdiction=spec.host_jurisdiction,
-                outcome=outcome,
-                run_id=ctx.run_id,
-                task_id=ctx.task_id,
-                node=ctx.node,
-                task_kind=ctx.task_kind,
-                data_class=ctx.data_class,
-                tenant=ctx.tenant,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost=completion.cost if completion else spec.cost(0, 0),
-                latency_s=time.perf_counter() - started,
-                attempts=attempts,
-                decision=ctx.decision,
-            )
-        )
+        if self.ledger is not None:
+            latency = time.perf_counter() - started
+            await self.ledger.record(call_record(spec, request, call_id, latency, attempts, outcome, completion))
+
+
+def call_record(
+    spec: ModelSpec,
+    request: CompletionRequest,
+    call_id: str,
+    latency_s: float,
+    attempts: int,
+    outcome: str,
+    completion: Completion | None = None,
+) -> CallRecord:
+    """The ledger row for one call (successful or not), with its context and decision."""
+    ctx = request.context
+    usage = completion.usage if completion else Usage()
+    return CallRecord(
+        call_id=call_id, model=spec.id, vendor=spec.vendor, jurisdiction=spec.jurisdiction,
+        host_jurisdiction=spec.host_jurisdiction, outcome=outcome, run_id=ctx.run_id, task_id=ctx.task_id,
+        node=ctx.node, task_kind=ctx.task_kind, data_class=ctx.data_class, tenant=ctx.tenant,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cost=completion.cost if completion else Decimal(0), latency_s=latency_s, attempts=attempts,
+        decision=ctx.decision,
+    )  # fmt: skip
 
 
 def _check_network(spec: ModelSpec) -> None:

@@ -26,6 +26,7 @@ class Task:
     max_tokens: int = 512
     cost_ceiling: Decimal | None = None
     capabilities: frozenset[str] = frozenset()
+    input_tokens: int | None = None  # the prompt's size when known; otherwise estimated
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_id: str = "adhoc"
     tenant: str = "default"

@@ -1,0 +1,6 @@
+"""Backtesting cost policies on recorded outcomes, through the live routing, cascade and policy code."""
+
+from .run import run_backtest, split
+from .traces import TraceSet, load_traces
+
+__all__ = ["TraceSet", "load_traces", "run_backtest", "split"]

@@ -1,0 +1,144 @@
+"""One backtest: split tasks, learn on train, replay test through the live code, compare baselines."""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from graphs.cascade import CascadeSettings
+from policies.config import Policy
+from polycascade._sync import run_sync
+from polycascade.catalog import ModelSpec
+from polycascade.governor import Governor
+from polycascade.ledger import Ledger
+
+from .baselines import Stats, baselines
+from .replay import TaskScore, history_from, replay
+from .traces import TraceSet
+
+__all__ = ["run_backtest", "split"]
+
+
+def split(task_ids: list[str], train_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Deterministic: a task's side depends only on its id and the seed."""
+    train: list[str] = []
+    test: list[str] = []
+    for task_id in sorted(task_ids):
+        digest = hashlib.blake2b(f"{seed}:{task_id}".encode(), digest_size=8).digest()
+        (train if int.from_bytes(digest, "big") / 2**64 < train_fraction else test).append(task_id)
+    return train, test
+
+
+def run_backtest(
+    traces: TraceSet,
+    policy: Policy,
+    *,
+    train_fraction: float = 0.5,
+    seed: int = 0,
+    settings: CascadeSettings | None = None,
+    with_baselines: bool = True,
+) -> dict[str, Any]:
+    train, test = split(list(traces.tasks), train_fraction, seed)
+    if not test:
+        raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
+    stats = Stats(traces, train)
+    settings = settings or CascadeSettings.from_policy(policy)
+    settings = replace(settings, routing=replace(settings.routing, output_fraction=_output_fraction(traces)))
+    scores, ledger, governor = run_sync(replay(traces, test, policy, settings, history_from(traces, train)))
+    best = _best(stats, traces)
+    best_cost = sum((o.cost for t in test if (o := traces.tasks[t].outcomes.get(best))), Decimal(0))
+    result: dict[str, Any] = {
+        "traces": traces.source,
+        "rows": traces.rows,
+        "bad_rows": traces.issues[:20],
+        "bad_row_count": len(traces.issues),
+        "split": {"train_tasks": len(train), "test_tasks": len(test), "train_fraction": train_fraction, "seed": seed},
+        "policy": policy.name,
+        "settings": {
+            "threshold": settings.routing.threshold,
+            "explore": settings.routing.explore,
+            "max_rungs": settings.max_rungs,
+        },
+        "polycascade": {
+            **summarise(scores, best_cost),
+            **run_sync(_spend(ledger)),
+            "violations": run_sync(audit(ledger, governor, policy, traces.models)),
+        },
+    }
+    if with_baselines:
+        result["baselines"] = {
+            name: {"models": models, **summarise(s, best_cost)}
+            for name, (models, s) in baselines(traces, stats, test).items()
+        }
+    return result
+
+
+def _best(stats: Stats, traces: TraceSet) -> str:
+    return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
+
+
+def _output_fraction(traces: TraceSet) -> float:
+    outputs = sorted(o.output_tokens for t in traces.tasks.values() for o in t.outcomes.values() if o.output_tokens)
+    if not outputs:
+        return 0.5
+    return min(1.0, statistics.median(outputs) / outputs[int(len(outputs) * 0.99)])
+
+
+def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any]:
+    n = len(scores)
+    right = sum(s.correct for s in scores)
+    cost = sum((s.cost for s in scores), Decimal(0))
+    return {
+        "tasks": n,
+        "accuracy": round(right / n, 4) if n else 0.0,
+        "total_cost_usd": str(cost.quantize(Decimal("1e-6"))),
+        "cost_per_correct_usd": str((cost / Decimal(str(right))).quantize(Decimal("1e-8"))) if right else None,
+        "cost_vs_best_single": round(float(cost / reference_cost), 4) if reference_cost else None,
+        "escalation_rate": round(sum(s.answers > 1 for s in scores) / n, 4) if n else 0.0,
+    }
+
+
+async def _spend(ledger: Ledger) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("vendor", "jurisdiction"):
+        rows = await ledger.spend_by(key)
+        total = sum((r.cost for r in rows.values()), Decimal(0))
+        calls = sum(r.calls for r in rows.values())
+        out[f"by_{key}"] = {
+            group: {
+                "calls": r.calls,
+                "call_share": round(r.calls / calls, 4) if calls else 0.0,
+                "cost_usd": str(r.cost.quantize(Decimal("1e-6"))),
+                "spend_share": round(float(r.cost / total), 4) if total else 0.0,
+            }
+            for group, r in sorted(rows.items(), key=lambda kv: -kv[1].cost)
+        }
+    return out
+
+
+async def audit(ledger: Ledger, governor: Governor, policy: Policy, specs: Mapping[str, ModelSpec]) -> dict[str, int]:
+    """Count policy violations in the ledger, after the fact, whatever the rules did at the time."""
+    calls = await ledger.calls()
+    residency = sum(1 for c in calls if not governor.residency_allows(specs[c.model], c.data_class))
+    budget = 0
+    if policy.budgets.per_run_usd is not None:
+        by_run: dict[str, Decimal] = defaultdict(Decimal)
+        for c in calls:
+            by_run[c.run_id] += c.cost
+        budget = sum(1 for spent in by_run.values() if spent > policy.budgets.per_run_usd)
+    share = 0
+    if policy.vendor_share is not None:
+        api = [c for c in calls if c.host_jurisdiction != "self"]
+        total = sum((c.cost for c in api), Decimal(0))
+        tolerance = max((c.cost for c in api), default=Decimal(0)) + policy.vendor_share.min_volume_usd
+        by_vendor: dict[str, Decimal] = defaultdict(Decimal)
+        for c in api:
+            by_vendor[c.vendor] += c.cost
+        cap = Decimal(str(policy.vendor_share.max_share))
+        share = sum(1 for spent in by_vendor.values() if spent > cap * total + tolerance)
+    return {"residency": residency, "budget": budget, "vendor_share": share}
