@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from polycascade.catalog import Catalog, ModelSpec
+from polycascade.catalog import Catalog, ModelSpec, jurisdiction_of_vendor
 from polycascade.errors import ConfigError
 
 __all__ = ["Outcome", "Trace", "TraceSet", "load_traces"]
@@ -74,9 +74,10 @@ def load_traces(path: str | Path, catalog: Catalog | None = None, max_issues: in
     identity: dict[str, tuple[str, str]] = {}
     issues: list[str] = []
     rows = 0
+    lookup = _CachedCatalog(catalog)
     for line, record in records:
         try:
-            task_id, category, outcome, vendor = _parse(record, catalog)
+            task_id, category, outcome, vendor = _parse(record, lookup)
         except ValueError as exc:
             if len(issues) < max_issues:
                 issues.append(f"{path}:{line}: {exc}")
@@ -101,9 +102,18 @@ def _read(path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], set[str]]:
         return _read_jsonl(path, stream)
     if not name.endswith((".csv", ".tsv")):
         raise ConfigError(f"{path}: unknown format; use .csv, .jsonl or .parquet (optionally .gz).")
-    reader = csv.DictReader(stream, delimiter="\t" if name.endswith(".tsv") else ",")
-    columns = set(reader.fieldnames or ())
-    return ((i + 2, row) for i, row in enumerate(reader)), columns
+    reader = csv.reader(stream, delimiter="\t" if name.endswith(".tsv") else ",")
+    header = next(reader, [])
+    width = len(header)
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        for i, values in enumerate(reader):
+            if len(values) != width:
+                yield i + 2, {"__error__": f"{len(values)} fields where the header has {width}"}
+            else:
+                yield i + 2, dict(zip(header, values, strict=True))
+
+    return rows(), set(header)
 
 
 def _read_jsonl(path: Path, stream: io.TextIOWrapper) -> tuple[Iterator[tuple[int, dict[str, Any]]], set[str]]:
@@ -123,14 +133,27 @@ def _read_jsonl(path: Path, stream: io.TextIOWrapper) -> tuple[Iterator[tuple[in
 
 def _read_parquet(path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], set[str]]:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found]
+        import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError(f"{path}: reading Parquet needs pyarrow: pip install 'polycascade[backtest]'") from None
     table = pq.read_table(path)
     return ((i + 1, row) for i, row in enumerate(table.to_pylist())), set(table.column_names)
 
 
-def _parse(record: dict[str, Any], catalog: Catalog) -> tuple[str, str, Outcome, tuple[str, str]]:
+class _CachedCatalog:
+    """Catalog lookups once per model, not once per row."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.cache: dict[str, ModelSpec | None] = {}
+
+    def get(self, model: str) -> ModelSpec | None:
+        if model not in self.cache:
+            self.cache[model] = self.catalog.get(model)
+        return self.cache[model]
+
+
+def _parse(record: dict[str, Any], catalog: _CachedCatalog) -> tuple[str, str, Outcome, tuple[str, str]]:
     if "__error__" in record:
         raise ValueError(record["__error__"])
     task_id, model = str(record.get("task_id") or "").strip(), str(record.get("model") or "").strip()
@@ -143,9 +166,10 @@ def _parse(record: dict[str, Any], catalog: Catalog) -> tuple[str, str, Outcome,
     spec = catalog.get(model)
     cost = _cost(record, spec, tokens_in, tokens_out, model)
     vendor = str(record.get("vendor") or (spec.vendor if spec else "")).strip()
+    if not vendor:
+        raise ValueError(f"no vendor for {model!r}: add a vendor column or the model to --models")
     jurisdiction = str(record.get("jurisdiction") or (spec.jurisdiction if spec else "")).strip()
-    if not vendor or not jurisdiction:
-        raise ValueError(f"no vendor/jurisdiction for {model!r}: add the columns or the model to --models")
+    jurisdiction = jurisdiction or jurisdiction_of_vendor(vendor) or "??"  # unknown: residency fails closed
     outcome = Outcome(
         model=model,
         correct=correct,

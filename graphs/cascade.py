@@ -75,7 +75,7 @@ class CascadeContext:
     evaluator: Evaluator
     settings: CascadeSettings
     rng: random.Random = field(default_factory=random.Random)
-    history: Mapping[tuple[str, str], Tally] = field(default_factory=dict)  # prior verdicts, e.g. a train split
+    history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
 
 
 def _tallies(ctx: CascadeContext, kind: str, live: Mapping[tuple[str, str], Tally]) -> dict[str, Tally]:
-    merged = {model: t for (k, model), t in ctx.history.items() if k == kind}
+    merged = dict(ctx.history.get(kind, {}))
     for (_, model), t in live.items():
         prior = merged.get(model, Tally())
         merged[model] = Tally(prior.passes + t.passes, prior.fails + t.fails)
@@ -295,7 +295,9 @@ class Cascade:
     ) -> None:
         self.gateway, self.pool, self.evaluator = gateway, tuple(pool), evaluator
         self.governor = governor or Governor(ledger=getattr(gateway, "ledger", None) or MemoryLedger())
-        self.history = dict(history or {})
+        self.history: dict[str, dict[str, Tally]] = {}
+        for (kind, model), tally in (history or {}).items():
+            self.history.setdefault(kind, {})[model] = tally
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
 

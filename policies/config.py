@@ -171,11 +171,16 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_policy(path: str | Path, catalog: Catalog | None = None) -> LoadedPolicy:
-    """Validate the file, then check every model it names and its vendor spread against `catalog`."""
+def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_models: bool = True) -> LoadedPolicy:
+    """Validate the file, then check every model it names and its vendor spread against `catalog`.
+
+    `resolve_models=False` checks the rules only: a backtest's pool is the models in its traces.
+    """
     if not Path(path).exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
         path = preset_path(str(path))
     doc = load_located(path, Policy, PolicyError)
+    if not resolve_models:
+        return LoadedPolicy(doc.value, str(doc.path), (), ())
     catalog = catalog or Catalog.load()
     pool = _resolve(doc, catalog, "models")
     judges = _resolve(doc, catalog, "judges")

@@ -180,12 +180,10 @@ def _plan(allowed: list[tuple[ModelSpec, Posterior]], need: Need, output_fractio
     """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
     estimates: list[Estimate] = []
     best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
-    for spec, posterior in sorted(
-        allowed, key=lambda sp: (-sp[1].mean, expected_call_cost(sp[0], need, output_fraction))
-    ):
-        cost = expected_call_cost(spec, need, output_fraction)
-        total = cost + (1 - posterior.mean) * (best_stronger or 0.0)
-        estimates.append(Estimate(spec.id, spec.vendor, posterior.mean, cost, total))
+    costed = [(spec, posterior.mean, expected_call_cost(spec, need, output_fraction)) for spec, posterior in allowed]
+    for spec, p, cost in sorted(costed, key=lambda c: (-c[1], c[2])):
+        total = cost + (1 - p) * (best_stronger or 0.0)
+        estimates.append(Estimate(spec.id, spec.vendor, p, cost, total))
         best_stronger = total if best_stronger is None else min(best_stronger, total)
     return estimates
 

@@ -25,7 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ._yaml import load_yaml_model
 from .errors import CatalogError
 
-__all__ = ["LOCAL_MODEL_ID", "Catalog", "ModelSpec", "ModelsFile", "UserModel", "local_model_spec"]
+__all__ = [
+    "LOCAL_MODEL_ID",
+    "Catalog",
+    "ModelSpec",
+    "ModelsFile",
+    "UserModel",
+    "jurisdiction_of_vendor",
+    "local_model_spec",
+]
 
 Hosting = Literal["api", "self_hosted"]
 Capability = Literal["tools", "json_schema", "vision", "reasoning"]
@@ -237,6 +245,15 @@ def _vendor_table() -> _VendorTable:
     makers = [(re.compile(m["pattern"], re.IGNORECASE), m["vendor"], m["jurisdiction"]) for m in raw["makers"]]
     regions = raw.get("regions", {})
     return _VendorTable(makers, raw["providers"], regions.get("prefixes", {}), regions.get("aws", {}))
+
+
+def jurisdiction_of_vendor(vendor: str) -> str | None:
+    """The home jurisdiction of a vendor named in the curated table (case-insensitive), if any."""
+    wanted = vendor.strip().lower()
+    table = _vendor_table()
+    known = {v.lower(): c for _, v, c in table.makers}
+    known.update({info["maker"].lower(): info["jurisdiction"] for info in table.providers.values() if "maker" in info})
+    return known.get(wanted)
 
 
 def price_map_path() -> Path:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import _cli_govern
+from . import _cli_backtest, _cli_govern
 from .catalog import Catalog, ModelSpec
 from .errors import ConfigError, PolycascadeError
 
@@ -27,6 +27,7 @@ err = Console(stderr=True)
 app.add_typer(_cli_govern.policy_app, name="policy")
 app.command()(_cli_govern.explain)
 app.command()(_cli_govern.report)
+app.command()(_cli_backtest.backtest)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="YAML file adding or overriding models.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

@@ -1,0 +1,104 @@
+"""`polycascade backtest`: replay recorded outcomes through the live code, beside five baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .catalog import Catalog
+from .errors import ConfigError
+
+out = Console()
+
+
+def backtest(
+    traces: Annotated[
+        Path, typer.Option("--traces", help="CSV, JSONL or Parquet (optionally .gz): one row per (task, model).")
+    ],
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Policy file or preset: its rules and routing knobs.")
+    ] = None,
+    models_file: Annotated[
+        Path | None, typer.Option("--models", help="Models file for vendors and prices the traces lack.")
+    ] = None,
+    train_fraction: Annotated[float, typer.Option("--train-fraction", min=0.0, max=0.95)] = 0.5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    do_sweep: Annotated[
+        bool, typer.Option("--sweep", help="Sweep threshold × max_rungs × explore; Pareto table and plot.")
+    ] = False,
+    plot_path: Annotated[Path, typer.Option("--plot", help="Where --sweep writes its PNG.")] = Path(
+        "backtest-sweep.png"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What a policy would have cost and how often it would have been right, on recorded outcomes."""
+    from backtest import load_traces, run_backtest
+    from policies.config import load_policy
+
+    from .governor import DEFAULT_POLICY
+
+    catalog = Catalog.load(models_file)
+    loaded = load_policy(policy, catalog, resolve_models=False).policy if policy else DEFAULT_POLICY
+    data = load_traces(traces, catalog)
+    for issue in data.issues[:20]:
+        print(f"bad row: {issue}", file=sys.stderr)
+    if len(data.issues) > 20:
+        print(f"… and {len(data.issues) - 20} more bad rows", file=sys.stderr)
+    try:
+        if do_sweep:
+            from backtest.sweep import DEFAULT_GRID, plot, sweep
+
+            result = sweep(data, loaded, DEFAULT_GRID, train_fraction=train_fraction, seed=seed)
+            result["plot"] = str(plot(result, plot_path))
+        else:
+            result = run_backtest(data, loaded, train_fraction=train_fraction, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+    elif do_sweep:
+        _print_sweep(result)
+    else:
+        _print_result(result)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    split = result["split"]
+    out.print(f"{result['traces']}: {result['rows']} rows · test {split['test_tasks']} tasks, train "
+              f"{split['train_tasks']} (seed {split['seed']}) · policy {result['policy']}")  # fmt: skip
+    rows = {"polycascade": result["polycascade"], **result["baselines"]}
+    table = Table(title="test split")
+    for column in ("strategy", "accuracy", "total $", "$ per correct", "vs best single", "escalations"):
+        table.add_column(column)
+    for name, r in rows.items():
+        table.add_row(name, f"{r['accuracy']:.1%}", r["total_cost_usd"], str(r["cost_per_correct_usd"]),
+                      f"{r['cost_vs_best_single']:.1%}" if r["cost_vs_best_single"] is not None else "-",
+                      f"{r['escalation_rate']:.1%}")  # fmt: skip
+    out.print(table)
+    for name, r in result["baselines"].items():
+        out.print(f"  {name}: {r['models']}")
+    ours = result["polycascade"]
+    shares = ", ".join(f"{v} {d['spend_share']:.0%}" for v, d in ours["by_vendor"].items())
+    out.print(f"spend by vendor: {shares}")
+    out.print(f"policy violations: {ours['violations']}")
+
+
+def _print_sweep(result: dict[str, Any]) -> None:
+    table = Table(title="Pareto front (cost vs accuracy)")
+    for column in ("threshold", "max_rungs", "explore", "accuracy", "total $", "vs best single", "violations"):
+        table.add_column(column)
+    for p in result["pareto"]:
+        k = p["knobs"]
+        violations = str(sum(p["violations"].values()))
+        table.add_row(str(k["threshold"]), str(k["max_rungs"]), str(k["explore"]), f"{p['accuracy']:.1%}",
+                      p["total_cost_usd"], f"{p['cost_vs_best_single']:.1%}", violations)  # fmt: skip
+    out.print(table)
+    for name, b in result["baselines"].items():
+        out.print(f"  {name}: {b['accuracy']:.1%} at ${b['total_cost_usd']} ({b['models']})")
+    out.print(f"plot: {result['plot']}")

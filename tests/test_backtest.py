@@ -1,0 +1,176 @@
+"""Backtesting: traces in, the live cascade replayed, five baselines beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agents.evaluators import Consensus
+from backtest import load_traces, run_backtest, split
+from backtest.replay import ReplayGateway
+from graphs.cascade import Cascade
+from polycascade import ConfigError, Task
+from polycascade.catalog import Catalog
+from polycascade.governor import DEFAULT_POLICY, Governor
+from polycascade.ledger import MemoryLedger
+
+from .conftest import run_cli
+
+SHIPPED = Path(__file__).parents[1] / "examples" / "traces" / "mmlu_pro.csv.gz"
+MODELS = [  # (model, vendor, accuracy, cost per call)
+    ("tiny", "DeepSeek", 0.45, "0.0001"),
+    ("small", "Mistral", 0.6, "0.0003"),
+    ("large", "OpenAI", 0.85, "0.003"),
+]
+CATEGORIES = ["math", "law"]
+
+
+def synthetic(path: Path, tasks: int = 120, *, verdict: bool = False, seed: int = 7) -> Path:
+    """A small trace file with only the required columns plus cost_usd, vendor and verdict/answer."""
+    rng = random.Random(seed)
+    with path.open("w", newline="") as f:
+        columns = ["task_id", "model", "correct", "cost_usd", "vendor", "category"]
+        columns += ["verdict"] if verdict else ["answer"]
+        w = csv.writer(f)
+        w.writerow(columns)
+        for t in range(tasks):
+            gold = rng.choice("ABCD")
+            for model, vendor, accuracy, cost in MODELS:
+                right = rng.random() < accuracy
+                answer = gold if right else rng.choice([c for c in "ABCD" if c != gold])
+                evidence = ("pass" if right == (rng.random() < 0.9) else "fail") if verdict else answer
+                w.writerow([f"t{t}", model, int(right), cost, vendor, CATEGORIES[t % 2], evidence])
+    return path
+
+
+def test_loads_csv_jsonl_parquet_and_gzip_alike(tmp_path: Path) -> None:
+    csv_file = synthetic(tmp_path / "t.csv", 10)
+    rows = list(csv.DictReader(csv_file.open()))
+    jsonl = tmp_path / "t.jsonl.gz"
+    with gzip.open(jsonl, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    a, b, c = load_traces(csv_file), load_traces(jsonl), load_traces(parquet)
+    assert a.rows == b.rows == c.rows == 30 and a.tasks.keys() == b.tasks.keys() == c.tasks.keys()
+    assert a.tasks["t3"].outcomes["large"] == b.tasks["t3"].outcomes["large"] == c.tasks["t3"].outcomes["large"]
+    assert a.models["large"].jurisdiction == "US"  # from the vendor table: no jurisdiction column
+
+
+def test_bad_rows_are_reported_with_their_lines_and_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text(
+        "task_id,model,correct,cost_usd,vendor\n"
+        "a,m1,1,0.001,OpenAI\n"
+        "b,m1,2,0.001,OpenAI\n"  # correct out of range
+        ",m1,1,0.001,OpenAI\n"  # no task id
+        "c,m1,1,-3,OpenAI\n"  # negative cost
+        "d,unpriced-model,1,,OpenAI\n"  # no cost and no catalog price
+    )
+    traces = load_traces(f)
+    assert traces.rows == 1
+    assert [issue.split(": ", 1)[0] for issue in traces.issues] == [f"{f}:{n}" for n in (3, 4, 5, 6)]
+    assert "never guessed" in traces.issues[-1]
+
+
+def test_missing_required_columns_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("task,model,score\n1,a,1\n")
+    with pytest.raises(ConfigError, match=r"missing required column\(s\) task_id, correct"):
+        load_traces(f)
+    result = run_cli("backtest", "--traces", str(f))
+    assert result.returncode == 2 and "task_id" in result.stderr
+
+
+def test_missing_cost_comes_from_tokens_and_the_catalog(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("task_id,model,correct,input_tokens,output_tokens\n1,gpt-4o-mini,1,1000,100\n")
+    outcome = load_traces(f).tasks["1"].outcomes["gpt-4o-mini"]
+    assert outcome.cost == Catalog.bundled()["gpt-4o-mini"].cost(1000, 100)
+
+
+def test_the_split_is_deterministic_and_seeded() -> None:
+    ids = [str(i) for i in range(1000)]
+    assert split(ids, 0.5, 0) == split(list(reversed(ids)), 0.5, 0)
+    assert split(ids, 0.5, 0) != split(ids, 0.5, 1)
+    assert 400 < len(split(ids, 0.5, 0)[0]) < 600
+
+
+@pytest.mark.parametrize("verdict", [False, True])
+def test_a_minimal_file_backtests_with_all_baselines(tmp_path: Path, verdict: bool) -> None:
+    traces = load_traces(synthetic(tmp_path / "t.csv", verdict=verdict))
+    result = run_backtest(traces, DEFAULT_POLICY)
+    assert set(result["baselines"]) == {"best_single", "cheapest", "oracle", "threshold", "cascade"}
+    b = result["baselines"]
+    assert b["best_single"]["models"] == "large" and b["cheapest"]["models"] == "tiny"
+    for other in b.values():
+        assert b["oracle"]["accuracy"] >= other["accuracy"]
+    ours = result["polycascade"]
+    assert ours["violations"] == {"residency": 0, "budget": 0, "vendor_share": 0}
+    assert 0 < ours["accuracy"] <= 1 and ours["tasks"] == result["split"]["test_tasks"]
+
+
+def test_replay_never_reads_correct_on_the_test_split(tmp_path: Path) -> None:
+    traces = load_traces(synthetic(tmp_path / "t.csv"))
+    _, test = split(list(traces.tasks), 0.5, 0)
+    flipped = load_traces(synthetic(tmp_path / "t.csv"))
+    for task_id in test:
+        trace = flipped.tasks[task_id]
+        trace.outcomes = {m: replace(o, correct=1 - o.correct) for m, o in trace.outcomes.items()}
+    a, b = run_backtest(traces, DEFAULT_POLICY), run_backtest(flipped, DEFAULT_POLICY)
+    ours_a, ours_b = a["polycascade"], b["polycascade"]
+    assert ours_a["total_cost_usd"] == ours_b["total_cost_usd"]  # the same calls were made
+    assert ours_a["escalation_rate"] == ours_b["escalation_rate"]
+    assert ours_a["by_vendor"] == ours_b["by_vendor"]
+    assert ours_a["accuracy"] != ours_b["accuracy"]  # only the scoring saw the flip
+
+
+def test_the_direct_driver_and_langgraph_make_the_same_decisions(tmp_path: Path) -> None:
+    traces = load_traces(synthetic(tmp_path / "t.csv", 30))
+
+    def make() -> Cascade:
+        ledger = MemoryLedger()
+        gateway = ReplayGateway(traces, Catalog(traces.models.values()), ledger)
+        return Cascade(gateway, list(traces.models.values()), evaluator=Consensus(), governor=Governor(ledger=ledger))
+
+    async def both() -> None:
+        a, b = make(), make()
+        for task_id, trace in traces.tasks.items():
+            task = Task("", kind=trace.category, id=task_id, input_tokens=100, max_tokens=100)
+            via_graph, direct = await a.run(task), await b.run_direct(task)
+            assert [(x.model, x.verdict) for x in via_graph.attempts] == [(x.model, x.verdict) for x in direct.attempts]
+            assert via_graph.total_cost == direct.total_cost
+
+    asyncio.run(both())
+
+
+def test_cli_json_and_sweep_plot(tmp_path: Path) -> None:
+    traces = synthetic(tmp_path / "t.csv", 60)
+    result = run_cli("backtest", "--traces", str(traces), "--json", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["split"]["seed"] == 3 and "cascade" in data["baselines"]
+    png = tmp_path / "sweep.png"
+    swept = run_cli("backtest", "--traces", str(traces), "--sweep", "--plot", str(png), "--json")
+    assert swept.returncode == 0, swept.stderr
+    sweep = json.loads(swept.stdout)
+    assert len(sweep["points"]) == 24 and sweep["pareto"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_shipped_traces_replay_with_zero_violations() -> None:
+    traces = load_traces(SHIPPED)
+    assert traces.rows == 174_180 and not traces.issues
+    result = run_backtest(traces, DEFAULT_POLICY, train_fraction=0.9)  # a tenth as test: quick
+    assert result["polycascade"]["violations"] == {"residency": 0, "budget": 0, "vendor_share": 0}
+    assert result["baselines"]["best_single"]["models"] == "gpt-4o-2024-05-13"
