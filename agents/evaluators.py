@@ -53,6 +53,7 @@ class Judged:
     spec: ModelSpec
     finish_reason: str | None = None
     earlier: tuple[tuple[str, str, str], ...] = ()  # (model, vendor, answer) of this task's earlier rungs
+    tool_calls: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,8 @@ class Sanity:
     name: str = "sanity"
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:
+        if judged.tool_calls:
+            return Verdict(True, 0.5, "tool calls requested; the caller runs them", self.name, verifies=False)
         if not judged.answer.strip():
             return Verdict(False, 0.0, "empty answer", self.name, verifies=False)
         if judged.finish_reason == "length":
@@ -136,6 +139,14 @@ def _other_vendor(models: Sequence[ModelSpec], judged: Judged, services: EvalSer
     return next((m for m in models if m.vendor != judged.spec.vendor and services.allow(m)), None)
 
 
+def _forbidden(models: Sequence[ModelSpec], judged: Judged, evaluator: str) -> Verdict | None:
+    """Other vendors exist but policy keeps this data from all of them: accept, unverified, and say why."""
+    if any(m.vendor != judged.spec.vendor for m in models):
+        reason = f"no model of another vendor may see {judged.task.data_class} data; answer not verified"
+        return Verdict(True, 0.5, reason, evaluator, verifies=False)
+    return None
+
+
 @dataclass(frozen=True)
 class Agreement:
     """A second model from a different vendor answers the same task; the answers must agree."""
@@ -146,6 +157,8 @@ class Agreement:
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:
         other = _other_vendor(sorted(self.models, key=lambda m: m.input_price + m.output_price), judged, services)
+        if other is None and (forbidden := _forbidden(self.models, judged, self.name)):
+            return forbidden
         if other is None:
             raise EvaluatorConfigError(
                 f"agreement needs a model from a vendor other than {judged.spec.vendor}; "
@@ -201,6 +214,8 @@ class LLMJudge:
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:
         judge = _other_vendor(self.judges, judged, services)
+        if judge is None and (forbidden := _forbidden(self.judges, judged, self.name)):
+            return forbidden
         if judge is None:
             raise EvaluatorConfigError(
                 f"no judge from a vendor other than {judged.spec.vendor} (judges: "

@@ -23,10 +23,12 @@ def build_request(task: Task, spec: ModelSpec, context: CallContext) -> Completi
         instruction = f"Answer with one JSON object only, matching this JSON schema:\n{json.dumps(schema)}"
         system = f"{system}\n\n{instruction}" if system else instruction
         json_schema = schema if "json_schema" in spec.capabilities else None
-    messages = ((Message("system", system),) if system else ()) + (Message("user", task.prompt),)
+    conversation = task.messages or (Message("user", task.prompt),)
+    messages = ((Message("system", system),) if system else ()) + conversation
     return CompletionRequest(
-        model=spec.id, messages=messages, max_tokens=task.max_tokens, json_schema=json_schema, context=context
-    )
+        model=spec.id, messages=messages, max_tokens=task.max_tokens, json_schema=json_schema, tools=task.tools,
+        context=context,
+    )  # fmt: skip
 
 
 async def ask_model(gateway: Completer, task: Task, spec: ModelSpec, context: CallContext) -> Completion:

@@ -120,7 +120,7 @@ def _need(task: Task, state: CascadeState) -> Need:
         if task.input_tokens is not None
         else estimate_tokens(task.prompt + (task.system or "") + schema),
         max_tokens=task.max_tokens,
-        capabilities=task.capabilities,
+        capabilities=task.capabilities | ({"tools"} if task.tools else set()),
         tried=frozenset(a.model for a in state.get("attempts", [])),
         stronger_than=state.get("floor"),
         avoid_vendors=state.get("avoid_vendors", frozenset()),
@@ -195,7 +195,11 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
         else:
             update["avoid_vendors"] = state.get("avoid_vendors", frozenset()) | {spec.vendor}
         return Command(update=update, goto="route")
-    answered = Attempt(rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why)
+    answered = Attempt(
+        rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why,
+        tool_calls=completion.tool_calls, input_tokens=completion.usage.input_tokens,
+        output_tokens=completion.usage.output_tokens,
+    )  # fmt: skip
     p_pass = decision.estimate.p_pass if decision.estimate else 0.0
     return Command(update={"pending": _Pending(answered, completion.finish_reason, p_pass)}, goto="evaluate")
 
@@ -204,7 +208,9 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     ctx, task, pending = runtime.context, state["task"], state["pending"]
     spec = ctx.gateway.catalog[pending.attempt.model]
     earlier = tuple((a.model, a.vendor, a.answer) for a in state.get("attempts", []) if a.answer is not None)
-    judged = Judged(task, pending.attempt.answer or "", spec, pending.finish_reason, earlier)
+    judged = Judged(
+        task, pending.attempt.answer or "", spec, pending.finish_reason, earlier, pending.attempt.tool_calls
+    )
     governed = GovernedGateway(ctx.gateway, ctx.governor)
     allow = partial(ctx.governor.residency_allows, data_class=task.data_class)
     verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
@@ -242,6 +248,7 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
         total_cost=_spent(attempts),
         parsed=_parse(task, best.answer if best else None),
         stop_reason=stop,
+        tool_calls=best.tool_calls if best else (),
     )
     return {"result": result}
 

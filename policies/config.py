@@ -24,6 +24,7 @@ __all__ = [
     "DataClassRule",
     "LoadedPolicy",
     "Policy",
+    "Route",
     "RoutingConfig",
     "ShareCap",
     "Spread",
@@ -108,6 +109,15 @@ class RoutingConfig(_Strict):
     seed: int | None = 0
 
 
+class Route(_Strict):
+    """A named entry point (e.g. `cheap-adequate`): what callers ask for instead of a model id."""
+
+    task_kind: str = "general"
+    data_class: str | None = None  # the policy's default when unset
+    models: list[str] = Field(default_factory=list, description="a subset of the pool; all of it when empty")
+    max_tokens: int | None = Field(None, gt=0)
+
+
 class Policy(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
@@ -122,6 +132,7 @@ class Policy(_Strict):
     vendor_spread: Spread | None = None
     budgets: Budgets = Budgets()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    routes: dict[str, Route] = Field(default_factory=dict)
 
     @field_validator("priors")
     @classmethod
@@ -140,9 +151,12 @@ class Policy(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _default_class_exists(self) -> Policy:
+    def _classes_exist(self) -> Policy:
         if self.default_data_class not in self.data_classes:
             raise ValueError(f"default_data_class {self.default_data_class!r} is not among data_classes")
+        for name, route in self.routes.items():
+            if route.data_class is not None and route.data_class not in self.data_classes:
+                raise ValueError(f"route {name!r}: data class {route.data_class!r} is not among data_classes")
         return self
 
 
@@ -188,6 +202,7 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
         if model_id not in {m.id for m in (*pool, *judges)}:
             raise PolicyError(f"{doc.where('priors', model_id)}: field 'priors.{model_id}': not in models or judges")
     loaded = LoadedPolicy(doc.value, str(doc.path), pool, judges)
+    _check_routes(doc, loaded)
     _check_spread(doc, loaded)
     _check_share_cap_is_satisfiable(doc, loaded)
     return replace(loaded, warnings=tuple(_class_warnings(loaded)))
@@ -223,6 +238,15 @@ def _class_warnings(loaded: LoadedPolicy) -> list[str]:
                 f"alone its traffic cannot stay under the {cap.max_share:.0%} cap and will lean on self-hosted models"
             )
     return warnings
+
+
+def _check_routes(doc: Located[Policy], loaded: LoadedPolicy) -> None:
+    pool = {m.id for m in loaded.pool}
+    for name, route in doc.value.routes.items():
+        for i, model_id in enumerate(route.models):
+            if model_id not in pool:
+                where = doc.where("routes", name, "models", i)
+                raise PolicyError(f"{where}: field 'routes.{name}.models.{i}': {model_id!r} is not in models")
 
 
 def _check_spread(doc: Located[Policy], loaded: LoadedPolicy) -> None:

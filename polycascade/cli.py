@@ -145,6 +145,39 @@ def ask(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8765,
+    policy: Annotated[str | None, typer.Option(help="Policy file or preset: pool, routes, rules, budgets.")] = None,
+    models_file: ModelsOpt = None,
+    ledger: Annotated[str, typer.Option(help="Ledger URL: sqlite:///FILE, a path, or memory://.")] = "polycascade.db",
+    tenants: Annotated[
+        Path | None, typer.Option(help="YAML: tenants with key_env or key_sha256 (default: POLYCASCADE_GATEWAY_KEY).")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local/--no-local", help="Serve the local SmolLM2 rung too.")] = True,
+) -> None:
+    """An OpenAI-compatible endpoint (/v1/chat/completions, /v1/models): every call governed and recorded."""
+    from aiohttp import web
+
+    from .server import TenantKeys, build_app
+    from .service import open_service
+
+    keys = TenantKeys.load(tenants)
+    from ._ask import pool_ids
+
+    models = pool_ids([], models_file)
+    with open_service(policy=policy, models_file=models_file, models=models, local=local, ledger=ledger) as service:
+        app = build_app(service, keys)
+
+        async def announce(_: web.Application) -> None:
+            err.print(f"polycascade serving on http://{host}:{port}/v1 · policy {service.policy.name} · "
+                      f"{len(service.pool)} models · {len(keys.digests)} tenant(s)", highlight=False)  # fmt: skip
+
+        app.on_startup.append(announce)
+        web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
 def _print_result(result: Any) -> None:
     colour = {"verified": "green", "unverified": "yellow", "failed": "red"}[result.status]
     out.print(result.answer if result.answer is not None else "(no answer)", markup=False, highlight=False)

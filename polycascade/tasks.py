@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .types import Message, ToolCall
+
 __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
 
 Status = Literal["verified", "unverified", "failed"]
@@ -27,6 +29,8 @@ class Task:
     cost_ceiling: Decimal | None = None
     capabilities: frozenset[str] = frozenset()
     input_tokens: int | None = None  # the prompt's size when known; otherwise estimated
+    messages: tuple[Message, ...] = ()  # a whole conversation (chat integrations); else system + prompt
+    tools: tuple[dict[str, Any], ...] = ()  # OpenAI-format tool definitions the model may call
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_id: str = "adhoc"
     tenant: str = "default"
@@ -65,6 +69,9 @@ class Attempt:
     verdict: Verdict | None = None
     error: str | None = None
     decision: dict[str, Any] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +96,18 @@ class TaskResult:
     total_cost: Decimal
     parsed: BaseModel | None = None
     stop_reason: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def model(self) -> str | None:
+        """The model whose answer this is."""
+        chosen = next((a for a in reversed(self.attempts) if a.answer == self.answer and a.answer is not None), None)
+        return chosen.model if chosen else None
+
+    @property
+    def usage(self) -> tuple[int, int]:
+        """Input and output tokens over every attempt."""
+        return sum(a.input_tokens for a in self.attempts), sum(a.output_tokens for a in self.attempts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

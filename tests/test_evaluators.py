@@ -86,3 +86,11 @@ async def test_composition(vendors: Vendors) -> None:
     assert not (await AnyOf([no, Sanity()])(judged(vendors, "x"), s)).verifies  # only sanity passed
     weighted = await Weighted([(yes, 3.0), (no, 1.0)], threshold=0.7)(judged(vendors, "x"), s)
     assert weighted.passed and weighted.score == 0.75
+
+
+async def test_a_judge_the_policy_forbids_leaves_the_answer_unverified(vendors: Vendors) -> None:
+    catalog = vendors.catalog()
+    services = EvalServices(Gateway(catalog, MemoryLedger()), CallContext(), allow=lambda spec: False)
+    verdict = await LLMJudge([catalog["v/judge"]])(judged(vendors, "Paris"), services)
+    assert verdict.passed and not verdict.verifies and "not verified" in verdict.reason
+    assert vendors.server.count(model="judge") == 0  # the data never went to the judge

@@ -1,0 +1,254 @@
+"""An OpenAI-compatible endpoint in front of the cascade: `polycascade serve`.
+
+    POST /v1/chat/completions   (streaming and not, tool calls)
+    GET  /v1/models             (the policy's routes and its pool)
+
+`model` is a route name from the policy (e.g. `cheap-adequate`) or a model of the pool. Every
+call is authenticated (a bearer key per tenant), governed (residency, budgets, shares), recorded
+in the ledger and explainable (`X-Polycascade-Call-Id`, `polycascade explain`). The data class
+and task kind come from the route, or the `X-Polycascade-Data-Class` / `X-Polycascade-Task-Kind`
+headers, or `metadata` in the body. An answer streams once it has been checked: a partial
+answer cannot be verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._yaml import load_yaml_model
+from .errors import BudgetExceeded, ConfigError, PolycascadeError
+from .service import Service
+from .tasks import Task, TaskResult
+from .types import Message, ToolCall
+
+__all__ = ["TenantKeys", "build_app"]
+
+KEY_ENV = "POLYCASCADE_GATEWAY_KEY"
+
+
+class _TenantKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _TenantKey:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key_env (a variable's name) or key_sha256 (the key's digest)")
+        return self
+
+
+class _TenantsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenants: dict[str, _TenantKey]
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """Tenant by key digest. Keys themselves are never stored, logged or echoed."""
+
+    digests: Mapping[str, str]  # tenant → sha256 hex of its key
+
+    @classmethod
+    def load(cls, path: Path | None) -> TenantKeys:
+        if path is None:
+            key = os.environ.get(KEY_ENV)
+            if not key:
+                raise ConfigError(
+                    f"no gateway keys: pass --tenants FILE, or set {KEY_ENV} for a single tenant 'default'."
+                )
+            return cls({"default": _digest(key)})
+        digests = {}
+        for tenant, spec in load_yaml_model(path, _TenantsFile, ConfigError).tenants.items():
+            if spec.key_sha256:
+                digests[tenant] = spec.key_sha256
+                continue
+            key = os.environ.get(spec.key_env or "")
+            if not key:
+                raise ConfigError(f"{path}: tenant {tenant!r}: environment variable {spec.key_env} is not set.")
+            digests[tenant] = _digest(key)
+        return cls(digests)
+
+    def tenant_for(self, authorization: str | None) -> str | None:
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        offered = _digest(authorization.removeprefix("Bearer ").strip())
+        found = None
+        for tenant, digest in self.digests.items():  # compare with every digest: no early exit to time
+            if hmac.compare_digest(offered, digest):
+                found = tenant
+        return found
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def build_app(service: Service, keys: TenantKeys) -> web.Application:
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    handlers = _Handlers(service, keys)
+    app.router.add_get("/v1/models", handlers.models)
+    app.router.add_post("/v1/chat/completions", handlers.chat)
+    return app
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "code": kind}}, status=status)
+
+
+class _Handlers:
+    def __init__(self, service: Service, keys: TenantKeys) -> None:
+        self.service, self.keys = service, keys
+
+    async def models(self, request: web.Request) -> web.Response:
+        if self.keys.tenant_for(request.headers.get("Authorization")) is None:
+            return _error(401, "invalid or missing API key", "authentication_error")
+        routes = [{"id": r, "object": "model", "owned_by": "polycascade-route"} for r in self.service.policy.routes]
+        pool = [{"id": m.id, "object": "model", "owned_by": m.vendor} for m in self.service.pool]
+        return web.json_response({"object": "list", "data": routes + pool})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        tenant = self.keys.tenant_for(request.headers.get("Authorization"))
+        if tenant is None:
+            return _error(401, "invalid or missing API key", "authentication_error")
+        try:
+            body = await request.json()
+            task, pool = self._task(body, request.headers, tenant)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _error(400, f"bad request: {exc}", "invalid_request_error")
+        except ConfigError as exc:
+            return _error(404, str(exc), "model_not_found")
+        try:
+            result = await self.service.cascade(pool).run(task)
+        except BudgetExceeded as exc:
+            return _error(429, str(exc), "insufficient_quota")
+        except PolycascadeError as exc:
+            return _error(500, str(exc), "server_error")
+        if result.status == "failed":
+            upstream = any(a.error for a in result.attempts)
+            return _error(
+                502 if upstream else 403, result.stop_reason, "upstream_error" if upstream else "policy_denied"
+            )
+        headers = {"X-Polycascade-Call-Id": _call_id(result)}
+        if body.get("stream"):
+            return await _stream(
+                request, result, headers, bool((body.get("stream_options") or {}).get("include_usage"))
+            )
+        return web.json_response(_completion(result), headers=headers)
+
+    def _task(self, body: dict[str, Any], headers: Mapping[str, str], tenant: str) -> tuple[Task, list[Any]]:
+        name = str(body["model"])
+        policy, metadata = self.service.policy, body.get("metadata") or {}
+        route = policy.routes.get(name)
+        if route is not None:
+            pool = self.service.resolve(route.models) if route.models else self.service.pool
+        elif name in {m.id for m in self.service.pool}:
+            pool = self.service.resolve([name])
+        else:
+            raise ConfigError(f"unknown model or route {name!r}; GET /v1/models lists them")
+        messages = tuple(_message(m) for m in body["messages"])
+        if not messages:
+            raise ValueError("messages is empty")
+        data_class = (route.data_class if route else None) or headers.get("X-Polycascade-Data-Class")
+        kind = (
+            headers.get("X-Polycascade-Task-Kind")
+            or metadata.get("task_kind")
+            or (route.task_kind if route else "general")
+        )
+        task = Task(
+            prompt=next((m.content for m in reversed(messages) if m.role == "user"), ""),
+            messages=messages,
+            tools=tuple(body.get("tools") or ()),
+            kind=str(kind),
+            data_class=str(data_class or metadata.get("data_class") or policy.default_data_class),
+            tenant=tenant,
+            run_id=f"serve:{tenant}",
+            max_tokens=int(
+                body.get("max_tokens") or body.get("max_completion_tokens") or (route and route.max_tokens) or 1024
+            ),
+        )
+        return task, pool
+
+
+def _message(raw: dict[str, Any]) -> Message:
+    content = raw.get("content") or ""
+    if isinstance(content, list):  # content parts: keep the text
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    calls = tuple(
+        ToolCall(c["id"], c["function"]["name"], json.loads(c["function"].get("arguments") or "{}"))
+        for c in raw.get("tool_calls") or ()
+    )
+    return Message(raw["role"], str(content), tool_call_id=raw.get("tool_call_id"), tool_calls=calls)
+
+
+def _call_id(result: TaskResult) -> str:
+    chosen = next((a for a in reversed(result.attempts) if a.answer is not None and a.call_id), None)
+    return chosen.call_id if chosen and chosen.call_id else result.task_id
+
+
+def _extension(result: TaskResult) -> dict[str, Any]:
+    return {
+        "call_id": _call_id(result),
+        "status": result.status,
+        "cost_usd": str(result.total_cost),
+        "stop_reason": result.stop_reason,
+        "attempts": [a.to_dict() for a in result.attempts],
+    }
+
+
+def _usage(result: TaskResult) -> dict[str, int]:
+    prompt, completion = result.usage
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(result: TaskResult) -> str:
+    return "tool_calls" if result.tool_calls else "stop"
+
+
+def _completion(result: TaskResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.answer or None}
+    if result.tool_calls:
+        message["tool_calls"] = [c.to_openai() for c in result.tool_calls]
+    return {
+        "id": f"chatcmpl-{_call_id(result)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": result.model or "",
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(result)}],
+        "usage": _usage(result),
+        "polycascade": _extension(result),
+    }
+
+
+async def _stream(request: web.Request, result: TaskResult, headers: dict[str, str], usage: bool) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers})
+    await response.prepare(request)
+    base = {"id": f"chatcmpl-{_call_id(result)}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": result.model or ""}  # fmt: skip
+
+    async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+
+    await send({"role": "assistant", "content": ""})
+    text = result.answer or ""
+    for i in range(0, len(text), 24):
+        await send({"content": text[i : i + 24]})
+    if result.tool_calls:
+        await send({"tool_calls": [{"index": i, **c.to_openai()} for i, c in enumerate(result.tool_calls)]})
+    await send({}, _finish(result), polycascade=_extension(result))
+    if usage:
+        await response.write(f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(result)})}\n\n".encode())
+    await response.write(b"data: [DONE]\n\n")
+    return response
