@@ -38,7 +38,7 @@ from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderEr
 from polycascade.gateway import Completer
 from polycascade.governor import GovernedGateway, Governor, Reservation
 from polycascade.ledger import MemoryLedger, Tally
-from polycascade.tasks import Attempt, Task, TaskResult
+from polycascade.tasks import Attempt, Task, TaskResult, Verdict
 from polycascade.tokens import estimate_tokens
 from polycascade.types import CallContext
 
@@ -213,7 +213,10 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     )
     governed = GovernedGateway(ctx.gateway, ctx.governor)
     allow = partial(ctx.governor.residency_allows, data_class=task.data_class)
-    verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
+    try:
+        verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
+    except BudgetExceeded as exc:  # the answer is paid for: keep it, unverified, and say why
+        verdict = Verdict(True, 0.5, f"not verified: {exc}", "budget", verifies=False)
     if verdict.verifies and pending.attempt.call_id:  # only real evaluations teach the router
         await ctx.governor.ledger.set_verdict(pending.attempt.call_id, verdict.passed, verdict.score, verdict.evaluator)
     done = replace(pending.attempt, verdict=verdict)
@@ -354,6 +357,9 @@ class Cascade:
         """A node for your own StateGraph (sync or async): reads a `Task` or prompt at `input_key`."""
 
         async def cascade_node(state: dict[str, Any]) -> dict[str, Any]:
-            return {output_key: await self.run(state[input_key])}
+            # stepped directly: as a nested graph it would inherit the parent's checkpointer,
+            # which cannot (and need not) persist a task's schema class mid-cascade
+            task = state[input_key]
+            return {output_key: await self.run_direct(Task(task) if isinstance(task, str) else task)}
 
         return RunnableLambda(lambda state: run_sync(cascade_node(state)), afunc=cascade_node, name="cascade")

@@ -146,6 +146,59 @@ def ask(
 
 
 @app.command()
+def run(
+    workflow: Annotated[str, typer.Argument(help="summarise | extract (with --schema)")],
+    input_path: Annotated[Path, typer.Option("--input", help="A folder of documents, or one file.")],
+    out: Annotated[Path, typer.Option("--out", help="Results, one JSON line per document.")] = Path(
+        "out/results.jsonl"
+    ),
+    policy: Annotated[str | None, typer.Option("--policy", help="Policy file or preset.")] = None,
+    models_file: ModelsOpt = None,
+    budget: Annotated[float | None, typer.Option("--budget", help="USD for the whole run, resumes included.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1024)] = 8,
+    backend: Annotated[str, typer.Option("--backend", help="local | ray")] = "local",
+    ledger: Annotated[
+        str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, memory://.")
+    ] = "polycascade.db",
+    schema: Annotated[str | None, typer.Option(help="module:Model for the extract workflow.")] = None,
+    data_class: Annotated[str | None, typer.Option(help="Data class of the documents (default: the policy's).")] = None,
+    chunk_tokens: Annotated[int, typer.Option(min=16, help="Largest chunk, in tokens.")] = 800,
+    local: Annotated[bool, typer.Option("--local/--no-local", help="Use the local SmolLM2 rung.")] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run a workflow over documents: resumable, budgeted, one result line per document."""
+    from decimal import Decimal
+
+    from ._ask import load_schema, pool_ids
+    from ._sync import run_sync
+    from .batch import RunOptions, run_batch
+    from .service import open_service
+
+    if backend != "local":
+        raise ConfigError(f"--backend {backend}: only the local backend is available in this version.")
+    options = RunOptions(
+        workflow, input_path, out, concurrency, load_schema(schema) if schema else None, data_class,
+        chunk_tokens=chunk_tokens, progress=progress,
+    )  # fmt: skip
+    budget_usd = Decimal(str(budget)) if budget is not None else None
+    with open_service(
+        policy=policy, models_file=models_file, models=pool_ids([], models_file), local=local, ledger=ledger,
+        run_budget_usd=budget_usd,
+    ) as service:  # fmt: skip
+        summary = run_sync(run_batch(options, service))
+    shares = ", ".join(f"{v} ${c:.6f}" for v, c in sorted(summary.vendors.items(), key=lambda kv: -kv[1]))
+    err.print(
+        f"{summary.done} done, {summary.failed} failed, {summary.skipped} already done · ${summary.spent:.6f}"
+        f"{' (' + shares + ')' if shares else ''}\nresults: {summary.out}\n"
+        f"report:  polycascade report --run {summary.run_id} --ledger {ledger}",
+        highlight=False,
+    )
+    if summary.stopped:
+        err.print(f"[yellow]stopped early:[/yellow] {summary.stopped.rstrip('.')}. Rerun the same command to continue.")
+        raise typer.Exit(4)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8765,

@@ -15,6 +15,7 @@ import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,7 @@ def open_service(
     ledger: str | Ledger = "polycascade.db",
     catalog: Catalog | None = None,
     quiet: bool = False,
+    run_budget_usd: Decimal | None = None,
 ) -> Iterator[Service]:
     from policies.config import Policy, load_policy
 
@@ -102,6 +104,11 @@ def open_service(
         catalog = catalog.with_models([Catalog.load()[LOCAL_MODEL_ID]])
     loaded = load_policy(policy, catalog) if isinstance(policy, (str, Path)) else None
     the_policy = loaded.policy if loaded else policy if isinstance(policy, Policy) else DEFAULT_POLICY
+    if run_budget_usd is not None:
+        if run_budget_usd <= 0:
+            raise ConfigError(f"--budget must be positive, got {run_budget_usd}")
+        budgets = the_policy.budgets.model_copy(update={"per_run_usd": run_budget_usd})
+        the_policy = the_policy.model_copy(update={"budgets": budgets})
     pool = list({m.id: m for m in [*(loaded.pool if loaded else ()), *(catalog[i] for i in models)]}.values())
     with contextlib.ExitStack() as stack:
         wants_local = local and (loaded is None or any(m.id == LOCAL_MODEL_ID for m in pool))

@@ -1,0 +1,134 @@
+"""The document pipeline: split into chunks, run the cascade on each (Send fan-out), merge.
+
+    START → split ─Send×N→ work ─→ merge → END
+
+State holds only JSON-safe values, so LangGraph's checkpointer can persist it: a run killed
+mid-document resumes with the chunks already answered, and pays for them once.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+from pydantic import BaseModel
+
+from graphs.cascade import Cascade
+from polycascade.tasks import Task, TaskResult
+from tools.chunking import chunk_text
+
+__all__ = ["DocContext", "DocState", "build_document_graph", "chunk_result"]
+
+Workflow = Literal["summarise", "extract"]
+PROMPTS = {
+    "summarise": "Summarise the following text in two or three sentences, in the language of the text.",
+    "extract": "Extract the requested fields from the following text. Use null for anything not stated.",
+}
+
+
+@dataclass
+class DocContext:
+    cascade: Cascade
+    workflow: Workflow
+    schema: type[BaseModel] | None
+    data_class: str
+    run_id: str
+    chunk_tokens: int = 800
+
+
+class DocState(TypedDict, total=False):
+    doc_id: str
+    text: str
+    results: Annotated[list[dict[str, Any]], operator.add]
+    output: dict[str, Any]
+
+
+class ChunkState(TypedDict):
+    doc_id: str
+    index: int
+    text: str
+
+
+def split(state: DocState, runtime: Runtime[DocContext]) -> Command[Literal["work"]]:
+    chunks = chunk_text(state["text"], runtime.context.chunk_tokens)
+    return Command(
+        goto=[Send("work", {"doc_id": state["doc_id"], "index": i, "text": c}) for i, c in enumerate(chunks)]
+    )
+
+
+async def work(chunk: ChunkState, runtime: Runtime[DocContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    task = Task(
+        f"{PROMPTS[ctx.workflow]}\n\n<text>\n{chunk['text']}\n</text>",
+        kind=ctx.workflow,
+        data_class=ctx.data_class,
+        schema=ctx.schema if ctx.workflow == "extract" else None,
+        max_tokens=200,
+        id=f"{chunk['doc_id']}#{chunk['index']}",
+        run_id=ctx.run_id,
+    )
+    # stepped directly, not as a nested graph: the document graph's checkpointer must not see the cascade
+    return {"results": [chunk_result(chunk["index"], await ctx.cascade.run_direct(task))]}
+
+
+def chunk_result(index: int, result: TaskResult) -> dict[str, Any]:
+    return {
+        "index": index,
+        "answer": result.answer,
+        "parsed": result.parsed.model_dump(mode="json") if result.parsed is not None else None,
+        "status": result.status,
+        "cost_usd": str(result.total_cost),
+        "models": [a.model for a in result.attempts if a.answer is not None],
+        "verdicts": [a.verdict.reason for a in result.attempts if a.verdict is not None],
+        "stop_reason": result.stop_reason,
+    }
+
+
+def merge(state: DocState, runtime: Runtime[DocContext]) -> dict[str, Any]:
+    results = sorted(state.get("results", []), key=lambda r: r["index"])
+    statuses = {r["status"] for r in results}
+    status = "failed" if "failed" in statuses else "unverified" if "unverified" in statuses else "verified"
+    output: dict[str, Any] = {
+        "status": status,
+        "chunks": len(results),
+        "cost_usd": str(sum((Decimal(r["cost_usd"]) for r in results), Decimal(0))),
+        "models": sorted({m for r in results for m in r["models"]}),
+        "verdicts": [v for r in results for v in r["verdicts"]],
+    }
+    if runtime.context.workflow == "extract":
+        output["extracted"] = _merge_fields([r["parsed"] for r in results if r["parsed"] is not None])
+        if output["extracted"] is None:
+            output["status"] = "failed" if status == "failed" else "unverified"
+    else:
+        output["summary"] = "\n".join(r["answer"] for r in results if r["answer"])
+    return {"output": output}
+
+
+def _merge_fields(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per field: the first value found, lists concatenated without duplicates."""
+    if not parts:
+        return None
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, list):
+                merged[key] = merged.get(key, []) + [v for v in value if v not in merged.get(key, [])]
+            elif merged.get(key) is None:
+                merged[key] = value
+    return merged
+
+
+def build_document_graph(checkpointer: Any = None) -> Any:
+    graph = StateGraph(DocState, context_schema=DocContext)
+    graph.add_node("split", split)
+    graph.add_node("work", work)  # type: ignore[call-overload]
+    graph.add_node("merge", merge)
+    graph.add_edge(START, "split")
+    graph.add_edge("work", "merge")
+    graph.add_edge("merge", END)
+    return graph.compile(checkpointer=checkpointer)

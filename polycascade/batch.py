@@ -1,0 +1,198 @@
+"""`polycascade run`: documents through a workflow, unattended, resumable.
+
+- Results stream to JSONL, one line per document, written and fsynced as each finishes: a line
+  means done, so running the same command again skips it.
+- Each document runs in a LangGraph thread checkpointed to SQLite: after a crash (even kill -9)
+  the rerun resumes every unfinished document from its checkpoint; chunks already answered are
+  not paid for again.
+- A broken document becomes an error line; the batch goes on. Budget exhaustion stops new work
+  cleanly, lets calls in flight finish, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .errors import BudgetExceeded, ConfigError
+from .service import Service
+
+__all__ = ["RunOptions", "RunSummary", "run_batch"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workflow: str
+    input: Path
+    out: Path
+    concurrency: int = 8
+    schema: Any = None
+    data_class: str | None = None
+    checkpoints: Path | None = None
+    chunk_tokens: int = 800
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out: Path
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    stopped: str | None = None
+    spent: Decimal = Decimal(0)
+    vendors: dict[str, Decimal] = field(default_factory=dict)
+
+
+def run_id_for(out: Path) -> str:
+    """The same output file means the same run: its checkpoints and its budget carry over."""
+    return f"run:{out.stem}:{hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]}"
+
+
+def finished_ids(out: Path) -> set[str]:
+    if not out.exists():
+        return set()
+    done = set()
+    for line in out.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+            done.add(json.loads(line)["id"])  # a torn last line (crash mid-write) is simply redone
+    return done
+
+
+async def run_batch(options: RunOptions, service: Service) -> RunSummary:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from graphs.documents import DocContext, build_document_graph
+    from tools.documents import discover
+
+    if options.workflow not in ("summarise", "extract"):
+        raise ConfigError(f"unknown workflow {options.workflow!r}: use summarise or extract")
+    if options.workflow == "extract" and options.schema is None:
+        raise ConfigError("the extract workflow needs --schema module:Model")
+    files = discover(options.input)
+    summary = RunSummary(run_id_for(options.out), options.out)
+    done = finished_ids(options.out)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
+    context = DocContext(
+        service.cascade(), options.workflow, options.schema,  # type: ignore[arg-type]
+        options.data_class or service.policy.default_data_class, summary.run_id, options.chunk_tokens,
+    )  # fmt: skip
+    async with AsyncSqliteSaver.from_conn_string(str(checkpoints)) as saver:
+        graph = build_document_graph(saver)
+        with _progress(options.progress) as progress, options.out.open("a", encoding="utf-8") as sink:
+            bar = progress.add_task("documents", total=None)
+            writer = _Writer(sink)
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * options.concurrency)  # backpressure: flat memory
+            stop = asyncio.Event()
+
+            async def produce() -> None:
+                async for doc in _documents(files, options.input, done, summary):
+                    if stop.is_set():
+                        break
+                    await queue.put(doc)
+                for _ in range(options.concurrency):
+                    await queue.put(None)
+
+            async def worker() -> None:
+                while (doc := await queue.get()) is not None:
+                    if stop.is_set():
+                        continue  # drain: the producer must not block on a full queue
+                    line = await _one(doc, graph, context, summary, stop)
+                    if line is not None:
+                        await writer.write(line)
+                    progress.update(bar, completed=summary.done + summary.failed, total=summary.total - summary.skipped,
+                                    description=await _status(service, summary))  # fmt: skip
+
+            await asyncio.gather(produce(), *(worker() for _ in range(options.concurrency)))
+    summary.vendors = {v: r.cost for v, r in (await service.ledger.spend_by("vendor", run_id=summary.run_id)).items()}
+    summary.spent = sum(summary.vendors.values(), Decimal(0))
+    return summary
+
+
+async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: asyncio.Event) -> dict[str, Any] | None:
+    from tools.documents import BrokenDocument
+
+    if isinstance(doc, BrokenDocument):
+        summary.failed += 1
+        return {"id": doc.id, "source": doc.source, "status": "error", "error": doc.error}
+    config = {"configurable": {"thread_id": f"{summary.run_id}:{doc.id}"}}
+    try:
+        saved = await graph.aget_state(config)
+        if saved.values.get("output") is not None:
+            state = saved.values  # finished before a crash, but its line was never written
+        elif saved.next:  # resume: answered chunks come from the checkpoint
+            state = await graph.ainvoke(None, config, context=context, durability="sync")
+        else:
+            state = await graph.ainvoke(
+                {"doc_id": doc.id, "text": doc.text}, config, context=context, durability="sync"
+            )
+    except BudgetExceeded as exc:
+        summary.stopped = str(exc)
+        stop.set()
+        return None
+    output = state["output"]
+    summary.done += output["status"] != "failed"
+    summary.failed += output["status"] == "failed"
+    return {"id": doc.id, "source": doc.source, **output}
+
+
+async def _documents(files: list[Path], root: Path, done: set[str], summary: RunSummary) -> AsyncIterator[Any]:
+    """Documents one file at a time, so memory stays flat however many there are."""
+    from tools.documents import load
+
+    for path in files:
+        for doc in await asyncio.to_thread(load, path, root):
+            summary.total += 1
+            if doc.id in done:
+                summary.skipped += 1
+                continue
+            yield doc
+
+
+class _Writer:
+    def __init__(self, sink: Any) -> None:
+        self.sink, self.lock = sink, asyncio.Lock()
+
+    async def write(self, line: dict[str, Any]) -> None:
+        async with self.lock:
+            self.sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.sink.flush()
+            os.fsync(self.sink.fileno())  # the line is the record that the document is done
+
+
+_last_status: dict[str, tuple[float, str]] = {}
+
+
+async def _status(service: Service, summary: RunSummary) -> str:
+    """Spend and vendor shares for the progress bar, refreshed at most once a second."""
+    cached = _last_status.get(summary.run_id)
+    if cached and time.monotonic() - cached[0] < 1:
+        return cached[1]
+    rows = await service.ledger.spend_by("vendor", run_id=summary.run_id)
+    spent = sum((r.cost for r in rows.values()), Decimal(0))
+    shares = " ".join(f"{v} {float(r.cost / spent):.0%}" for v, r in sorted(rows.items()) if spent) or "—"
+    text = f"failed {summary.failed} · ${spent:.4f} · {shares}"
+    _last_status[summary.run_id] = (time.monotonic(), text)
+    return text
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Progress]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=False) as progress:
+        yield progress

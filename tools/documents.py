@@ -1,0 +1,139 @@
+"""Load documents: txt, md, html, pdf, and collections in jsonl or csv (one document per record).
+
+A document that cannot be read becomes a `BrokenDocument` with the reason, so a batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+from polycascade.errors import ConfigError
+
+__all__ = ["SUFFIXES", "BrokenDocument", "Document", "discover", "load"]
+
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl", ".csv")
+MAX_BYTES = 20 * 1024 * 1024
+_TEXT_FIELDS = ("text", "content", "body", "document")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    source: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenDocument:
+    id: str
+    source: str
+    error: str
+
+
+def discover(input_path: Path) -> list[Path]:
+    """The supported files under `input_path` (or the file itself), in a stable order."""
+    if not input_path.exists():
+        raise ConfigError(f"--input {input_path}: no such file or folder.")
+    if input_path.is_file():
+        return [input_path]
+    files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if not files:
+        raise ConfigError(f"--input {input_path}: no documents ({', '.join(SUFFIXES)}) in this folder.")
+    return files
+
+
+def load(path: Path, root: Path | None = None) -> list[Document | BrokenDocument]:
+    """Documents in `path`; a problem yields a BrokenDocument naming it, never an exception."""
+    name = str(path.relative_to(root)) if root and root.is_dir() and path.is_relative_to(root) else path.name
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return [BrokenDocument(name, str(path), f"too large: {size / 1e6:.1f} MB > {MAX_BYTES / 1e6:.0f} MB")]
+        raw = path.read_bytes()
+        suffix = path.suffix.lower()
+        if suffix == ".pdf":
+            return [_checked(Document(name, str(path), _pdf_text(raw)))]
+        text = _decode(raw)
+        if suffix == ".jsonl":
+            return _records(name, path, (json.loads(line) for line in text.splitlines() if line.strip()))
+        if suffix == ".csv":
+            return _records(name, path, csv.DictReader(io.StringIO(text)))
+        if suffix in (".html", ".htm"):
+            text = _html_text(text)
+        return [_checked(Document(name, str(path), text))]
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return [BrokenDocument(name, str(path), f"{type(exc).__name__}: {exc}"[:300])]
+
+
+def _decode(raw: bytes) -> str:
+    if b"\x00" in raw[:8192]:
+        raise ValueError("binary content (NUL bytes): not a text document")
+    for encoding in ("utf-8-sig", "cp932", "euc-jp"):  # Japanese files often come in Shift_JIS
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise ValueError("not UTF-8, Shift_JIS or EUC-JP text")
+
+
+def _checked(doc: Document) -> Document | BrokenDocument:
+    if not doc.text.strip():
+        return BrokenDocument(doc.id, doc.source, "no text")
+    return doc
+
+
+def _records(name: str, path: Path, records: Iterable[Any]) -> list[Document | BrokenDocument]:
+    out: list[Document | BrokenDocument] = []
+    for n, record in enumerate(records, start=1):
+        doc_id = f"{name}#{record.get('id', n)}" if isinstance(record, dict) else f"{name}#{n}"
+        text = next((str(record[k]) for k in _TEXT_FIELDS if isinstance(record, dict) and record.get(k)), None)
+        if text is None:
+            out.append(BrokenDocument(doc_id, str(path), f"record {n} has no {'/'.join(_TEXT_FIELDS)} field"))
+        else:
+            out.append(_checked(Document(doc_id, str(path), text)))
+    return out
+
+
+def _pdf_text(raw: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except PdfReadError as exc:
+        raise ValueError(f"unreadable PDF: {exc}") from None
+
+
+class _TextOnly(HTMLParser):
+    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "noscript", "template"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self.skipping += tag in self._SKIP
+        if tag in {"p", "br", "div", "li", "h1", "h2", "h3", "h4", "tr"}:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.skipping -= tag in self._SKIP and self.skipping > 0
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def _html_text(html: str) -> str:
+    parser = _TextOnly()
+    parser.feed(html)
+    return "\n".join(line.strip() for line in "".join(parser.parts).splitlines() if line.strip())
