@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -33,16 +34,22 @@ class AskOptions:
     ledger: str
 
 
-def load_schema(ref: str) -> type[BaseModel]:
-    """`package.module:Model` → the pydantic class. The current directory is importable."""
+def load_object(ref: str, option: str, what: str = "name", example: str = "myapp.schemas:Invoice") -> Any:
+    """`package.module:name` → the object. The current directory is importable."""
     module_name, _, attr = ref.partition(":")
     if not attr:
-        raise ConfigError(f"--schema {ref!r}: write it as module:Model, e.g. myapp.schemas:Invoice")
-    sys.path.insert(0, str(Path.cwd()))
+        raise ConfigError(f"{option} {ref!r}: write it as module:{what}, e.g. {example}")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--schema {ref!r}: cannot import ({exc}).") from None
+        raise ConfigError(f"{option} {ref!r}: cannot import ({exc}).") from None
+
+
+def load_schema(ref: str) -> type[BaseModel]:
+    """`package.module:Model` → the pydantic class."""
+    cls = load_object(ref, "--schema", "Model")
     if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
         raise ConfigError(f"--schema {ref!r} is not a pydantic model class.")
     return cls

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -76,11 +76,8 @@ def finished_ids(out: Path) -> set[str]:
 async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from graphs.documents import DocContext, build_document_graph
     from tools.documents import discover
 
-    if options.workflow not in ("summarise", "extract"):
-        raise ConfigError(f"unknown workflow {options.workflow!r}: use summarise or extract")
     if options.workflow == "extract" and options.schema is None:
         raise ConfigError("the extract workflow needs --schema module:Model")
     files = discover(options.input)
@@ -88,12 +85,8 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     done = finished_ids(options.out)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
-    context = DocContext(
-        service.cascade(), options.workflow, options.schema,  # type: ignore[arg-type]
-        options.data_class or service.policy.default_data_class, summary.run_id, options.chunk_tokens,
-    )  # fmt: skip
     async with AsyncSqliteSaver.from_conn_string(str(checkpoints)) as saver:
-        graph = build_document_graph(saver)
+        graph, context = _workflow(options, service, summary.run_id, saver)
         with _progress(options.progress) as progress, options.out.open("a", encoding="utf-8") as sink:
             bar = progress.add_task("documents", total=None)
             writer = _Writer(sink)
@@ -122,6 +115,28 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     summary.vendors = {v: r.cost for v, r in (await service.ledger.spend_by("vendor", run_id=summary.run_id)).items()}
     summary.spent = sum(summary.vendors.values(), Decimal(0))
     return summary
+
+
+def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any) -> tuple[Any, Any]:
+    """The graph for a built-in workflow name, or a user's `module:function` returning a graph."""
+    data_class = options.data_class or service.policy.default_data_class
+    if options.workflow in ("summarise", "extract"):
+        from graphs.documents import DocContext, Workflow, build_document_graph
+
+        workflow = cast(Workflow, options.workflow)
+        context = DocContext(service.cascade(), workflow, options.schema, data_class, run_id, options.chunk_tokens)
+        return build_document_graph(saver), context
+    if options.workflow == "delegate":
+        from graphs.delegation import DelegationContext, build_delegation_graph
+
+        return build_delegation_graph(saver), DelegationContext(service.cascade(), data_class, run_id)
+    if ":" in options.workflow:
+        from ._ask import load_object
+
+        factory = load_object(options.workflow, "WORKFLOW", "function", "myapp.flows:build")
+        graph, context = factory(service, saver, run_id=run_id, data_class=data_class)
+        return graph, context
+    raise ConfigError(f"unknown workflow {options.workflow!r}: summarise, extract, delegate, or module:function")
 
 
 async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: asyncio.Event) -> dict[str, Any] | None:

@@ -147,7 +147,9 @@ def ask(
 
 @app.command()
 def run(
-    workflow: Annotated[str, typer.Argument(help="summarise | extract (with --schema)")],
+    workflow: Annotated[
+        str, typer.Argument(help="summarise | extract (with --schema) | delegate | module:function for your graph")
+    ],
     input_path: Annotated[Path, typer.Option("--input", help="A folder of documents, or one file.")],
     out: Annotated[Path, typer.Option("--out", help="Results, one JSON line per document.")] = Path(
         "out/results.jsonl"

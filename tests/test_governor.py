@@ -36,6 +36,7 @@ CLASSES = {
     "public": DataClassRule(),
     "internal": DataClassRule(vendor_jurisdictions=["US", "EU", "JP"], host_jurisdictions=["US", "EU", "JP"]),
     "confidential": DataClassRule(host_jurisdictions=["JP"]),
+    "confidential-fr": DataClassRule(vendor_jurisdictions=["FR"], host_jurisdictions=["FR"]),
 }
 
 
