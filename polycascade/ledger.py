@@ -1,7 +1,8 @@
 """The ledger: one row per model call, and the aggregate queries policies decide on.
 
-Implementations: `MemoryLedger` (tests, one process) and `SQLiteLedger` (default: a file in WAL
-mode). All pass the same conformance suite (`tests/test_ledger_conformance.py`).
+Implementations: `MemoryLedger` (tests, one process), `SQLiteLedger` (default: a file in WAL
+mode) and `PostgresLedger` (shared by many processes). All pass the same conformance suite
+(`tests/test_ledger_conformance.py`).
 Money is stored as integer picodollars (1e-12 USD), exact for any price quoted to six decimals
 per million tokens, so sums in SQL stay exact; the API speaks `Decimal`.
 """
@@ -199,12 +200,14 @@ def _group(rows: Iterable[CallRecord], key: str) -> dict[str, SpendRow]:
 
 
 def open_ledger(url: str | Path | None = None) -> Ledger:
-    """`memory://`, `sqlite:///path.db` or a plain path (SQLite). Default: `polycascade.db`."""
+    """`memory://`, `sqlite:///path.db`, a plain path (SQLite), or `postgresql://…`. Default: `polycascade.db`."""
     text = str(url) if url is not None else "polycascade.db"
     if text == "memory://":
         return MemoryLedger()
     if text.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"ledger {text.split('@')[-1]!r}: the PostgreSQL ledger is not available yet.")
+        from ._ledger_postgres import PostgresLedger
+
+        return PostgresLedger(text)
     if "://" in text and not text.startswith("sqlite:///"):
         raise ConfigError(f"unknown ledger URL scheme in {text.split('://')[0]!r}; use memory:// or sqlite:///FILE")
     from ._ledger_sqlite import SQLiteLedger

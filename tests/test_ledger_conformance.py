@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from polycascade._ledger_postgres import PostgresLedger
 from polycascade._ledger_sqlite import SQLiteLedger
 from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id, open_ledger
+
+POSTGRES_URL = os.environ.get("POLYCASCADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 BACKENDS: dict[str, Callable[[Path], Ledger]] = {
     "memory": lambda tmp: MemoryLedger(),
     "sqlite": lambda tmp: SQLiteLedger(tmp / "ledger.db"),
+    "postgres": lambda tmp: PostgresLedger(POSTGRES_URL, table=f"calls_{uuid.uuid4().hex[:12]}"),
 }
 
 
@@ -22,6 +28,8 @@ BACKENDS: dict[str, Callable[[Path], Ledger]] = {
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
     backend = BACKENDS[request.param](tmp_path)
     yield backend
+    if isinstance(backend, PostgresLedger):
+        await backend.drop()  # each test has a table of its own
     await backend.close()
 
 
@@ -123,6 +131,7 @@ async def test_verdicts_tally_per_kind_and_model(ledger: Ledger) -> None:
 
 
 def test_open_ledger_urls(tmp_path: Path) -> None:
+    assert isinstance(open_ledger(POSTGRES_URL), PostgresLedger)
     assert isinstance(open_ledger("memory://"), MemoryLedger)
     assert isinstance(open_ledger(tmp_path / "x.db"), SQLiteLedger)
     assert isinstance(open_ledger(f"sqlite:///{tmp_path / 'y.db'}"), SQLiteLedger)

@@ -1,0 +1,95 @@
+"""The PostgreSQL ledger: one ledger for many processes and machines (`--ledger postgresql://…`).
+
+Async psycopg; one connection per event loop (sync callers run each call in a fresh loop).
+Costs are BIGINT picodollars, summed exactly in SQL like the other backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from . import _ledger_sql as sql
+from .errors import ConfigError
+from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico
+
+_TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class PostgresLedger:
+    def __init__(self, url: str, *, table: str = "polycascade_calls") -> None:
+        if not _TABLE.match(table):
+            raise ConfigError(f"ledger table name {table!r}: use lower-case letters, digits and _")
+        self.url, self.table = url, table
+        self._conns: dict[int, Any] = {}
+
+    async def _conn(self) -> Any:
+        loop = id(asyncio.get_running_loop())
+        conn = self._conns.get(loop)
+        if conn is None or conn.closed:
+            try:
+                import psycopg
+            except ImportError:
+                raise ConfigError("the PostgreSQL ledger needs psycopg: pip install 'polycascade[postgres]'") from None
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                where = self.url.split("@")[-1]  # never echo a password
+                raise ConfigError(
+                    f"cannot reach the PostgreSQL ledger at {where}: {str(exc).splitlines()[0]}"
+                ) from None
+            async with conn.cursor() as cur:
+                await cur.execute(sql.schema(self.table, real="DOUBLE PRECISION", bigint="BIGINT"))
+            self._conns[loop] = conn
+        return conn
+
+    async def _run(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = await self._conn()
+        async with conn.cursor() as cur:
+            await cur.execute(statement, args)
+            return list(await cur.fetchall()) if cur.description else []
+
+    async def record(self, rec: CallRecord) -> None:
+        columns = ", ".join(sql.COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in sql.COLUMNS if c != "call_id")
+        await self._run(
+            f"INSERT INTO {self.table} ({columns}) VALUES ({', '.join(['%s'] * len(sql.COLUMNS))}) "
+            f"ON CONFLICT (call_id) DO UPDATE SET {updates}",
+            sql.to_row(rec),
+        )
+
+    async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
+        await self._run(
+            f"UPDATE {self.table} SET verdict = %s, score = %s, evaluator = %s WHERE call_id = %s",
+            (int(passed), score, evaluator, call_id),
+        )
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        rows = await self._run(f"{sql.SELECT.format(table=self.table)} WHERE call_id = %s", (call_id,))
+        return sql.to_record(rows[0]) if rows else None
+
+    async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
+        where, args = sql.where("%s", run_id=run_id, task_id=task_id)
+        rows = await self._run(f"{sql.SELECT.format(table=self.table)} {where} ORDER BY ts", args)
+        return [sql.to_record(r) for r in rows]
+
+    async def spend_by(self, key: str, *, since: float | None = None, **filters: Any) -> dict[str, SpendRow]:
+        column = check_group_key(key, filters)
+        where, args = sql.where("%s", since=since, **filters)
+        rows = await self._run(sql.spend_query(self.table, column, where), args)
+        return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
+
+    async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
+        where, args = sql.where("%s", task_kind=task_kind)
+        rows = await self._run(sql.tallies_query(self.table, where), args)
+        return {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
+
+    async def close(self) -> None:
+        conn = self._conns.pop(id(asyncio.get_running_loop()), None)
+        if conn is not None:
+            await conn.close()
+
+    async def drop(self) -> None:
+        """Remove the table (tests use one table each)."""
+        await self._run(f"DROP TABLE IF EXISTS {self.table}")

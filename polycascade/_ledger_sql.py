@@ -1,0 +1,73 @@
+"""What the SQL ledgers share: the columns, row mapping, filters and queries, per placeholder style."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .ledger import SELF_HOSTED, CallRecord, from_pico, to_pico
+
+COLUMNS = (
+    "call_id", "ts", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model",
+    "vendor", "jurisdiction", "host_jurisdiction", "input_tokens", "output_tokens", "cost_pico",
+    "latency_s", "attempts", "outcome", "verdict", "score", "evaluator", "decision",
+)  # fmt: skip
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM {{table}}"
+
+
+def schema(table: str, real: str = "REAL", bigint: str = "INTEGER") -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    call_id TEXT PRIMARY KEY, ts {real} NOT NULL, run_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    node TEXT NOT NULL, task_kind TEXT NOT NULL, data_class TEXT NOT NULL, tenant TEXT NOT NULL,
+    model TEXT NOT NULL, vendor TEXT NOT NULL, jurisdiction TEXT NOT NULL,
+    host_jurisdiction TEXT NOT NULL, input_tokens {bigint} NOT NULL, output_tokens {bigint} NOT NULL,
+    cost_pico {bigint} NOT NULL, latency_s {real} NOT NULL, attempts INTEGER NOT NULL,
+    outcome TEXT NOT NULL, verdict INTEGER, score {real}, evaluator TEXT, decision TEXT
+);
+CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (ts);
+CREATE INDEX IF NOT EXISTS {table}_run ON {table} (run_id, task_id);
+CREATE INDEX IF NOT EXISTS {table}_kind_model ON {table} (task_kind, model) WHERE verdict IS NOT NULL;
+"""
+
+
+def where(mark: str, **filters: Any) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause over known columns (`since` is a time bound, `api_only` leaves out self-hosted)."""
+    clauses, args = [], []
+    for name, value in filters.items():
+        if value is None or value is False:
+            continue
+        if name == "api_only":
+            clauses.append(f"host_jurisdiction <> '{SELF_HOSTED}'")
+            continue
+        clauses.append(f"ts >= {mark}" if name == "since" else f"{name} = {mark}")
+        args.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), tuple(args)
+
+
+def to_row(rec: CallRecord) -> tuple[Any, ...]:
+    values = {name: getattr(rec, name) for name in COLUMNS if name not in {"cost_pico", "decision", "verdict"}}
+    values["cost_pico"] = to_pico(rec.cost)
+    values["verdict"] = None if rec.verdict is None else int(rec.verdict)
+    values["decision"] = json.dumps(rec.decision, default=str) if rec.decision is not None else None
+    return tuple(values[name] for name in COLUMNS)
+
+
+def to_record(row: tuple[Any, ...]) -> CallRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["cost"] = from_pico(int(values.pop("cost_pico")))
+    values["verdict"] = None if values["verdict"] is None else bool(values["verdict"])
+    values["decision"] = json.loads(values["decision"]) if values["decision"] else None
+    return CallRecord(**values)
+
+
+def spend_query(table: str, column: str, where_clause: str) -> str:
+    return f"SELECT {column}, COUNT(*), SUM(cost_pico) FROM {table} {where_clause} GROUP BY {column}"
+
+
+def tallies_query(table: str, where_clause: str) -> str:
+    verdicts = f"{where_clause} {'AND' if where_clause else 'WHERE'} verdict IS NOT NULL"
+    return (
+        f"SELECT task_kind, model, SUM(verdict), COUNT(*) - SUM(verdict) FROM {table} {verdicts} "
+        "GROUP BY task_kind, model"
+    )
