@@ -17,6 +17,13 @@ from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+async def create_once(conn: Any, ddl: str) -> None:
+    """CREATE … IF NOT EXISTS races between sessions in PostgreSQL: serialise it with an advisory lock."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('polycascade-schema'))")
+        await conn.execute(ddl)
+
+
 class PostgresLedger:
     def __init__(self, url: str, *, table: str = "polycascade_calls") -> None:
         if not _TABLE.match(table):
@@ -39,8 +46,7 @@ class PostgresLedger:
                 raise ConfigError(
                     f"cannot reach the PostgreSQL ledger at {where}: {str(exc).splitlines()[0]}"
                 ) from None
-            async with conn.cursor() as cur:
-                await cur.execute(sql.schema(self.table, real="DOUBLE PRECISION", bigint="BIGINT"))
+            await create_once(conn, sql.schema(self.table, real="DOUBLE PRECISION", bigint="BIGINT"))
             self._conns[loop] = conn
         return conn
 

@@ -12,12 +12,9 @@ shared deployments put the ledger and reservations in one database.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +26,7 @@ from policies.config import DataClassRule, Policy
 from policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
 from policies.rules import BudgetState, Snapshot, breaker_rule, budget_rule, residency_rule, share_cap_rule
 
+from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
 from .catalog import ModelSpec
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
 from .gateway import Completer
@@ -48,7 +46,7 @@ DEFAULT_POLICY = Policy(
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    id: int
+    id: str
     spec: ModelSpec
     amount: Decimal
     scopes: tuple[str, ...]
@@ -56,11 +54,8 @@ class Reservation:
     def to_dict(self) -> dict[str, Any]:
         return {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
 
-
-@dataclass
-class _Baseline:
-    loaded_at: float
-    amount: Decimal
+    def record(self) -> Reserved:
+        return Reserved(self.id, self.spec.vendor, self.spec.hosting == "api", self.amount, self.scopes)
 
 
 class Governor:
@@ -74,15 +69,9 @@ class Governor:
     ) -> None:
         from .ledger import MemoryLedger
 
-        self.policy, self.ledger, self.clock, self.refresh_s = policy, ledger or MemoryLedger(), clock, refresh_s
-        self._ids = itertools.count(1)
-        self._reservations: dict[int, Reservation] = {}
-        self._baselines: dict[str, _Baseline] = {}
-        self._settled: dict[str, Decimal] = defaultdict(Decimal)
-        self._vendor_base: tuple[float, dict[str, tuple[Decimal, int]]] | None = None
-        self._vendor_settled: dict[str, tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self.policy, self.ledger, self.clock = policy, ledger or MemoryLedger(), clock
+        self.accounts: Accounts = _accounts_for(self.ledger, clock, refresh_s)
+        self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
 
     # public -----------------------------------------------------------------------------------
     async def route(
@@ -95,24 +84,24 @@ class Governor:
         rng: Any = None,
     ) -> tuple[Decision, Reservation | None]:
         """Choose the next model under every rule and reserve its maximum cost, atomically."""
-        async with self._lock():
+        async with self.accounts.exclusive():
             snapshot = await self._snapshot(context)
             decision = choose(pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng)
             if decision.chosen is None:
                 _raise_if_budget_blocked(decision.rejected)
                 return decision, None
             spec = next(s for s in pool if s.id == decision.chosen)
-            return decision, self._reserve(spec, max_call_cost(spec, need), context)
+            return decision, await self._reserve(spec, max_call_cost(spec, need), context)
 
     async def admit(self, spec: ModelSpec, need: Need, context: CallContext) -> Reservation:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
-        async with self._lock():
+        async with self.accounts.exclusive():
             snapshot = await self._snapshot(context)
             for rule in self.rules(context.data_class, snapshot):
                 if (denial := rule(spec, need)) is not None:
                     _raise_if_budget_blocked({spec.id: denial})
                     raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
-            return self._reserve(spec, max_call_cost(spec, need), context)
+            return await self._reserve(spec, max_call_cost(spec, need), context)
 
     async def run(self, reservation: Reservation, call: Callable[[], Awaitable[T]]) -> T:
         """Make the reserved call; settle its actual cost, or release the reservation if it fails."""
@@ -128,16 +117,8 @@ class Governor:
         return result
 
     async def settle(self, reservation: Reservation, cost: Decimal, *, vendor_ok: bool) -> None:
-        async with self._lock():
-            if self._reservations.pop(reservation.id, None) is None:
-                return
-            for scope in reservation.scopes:
-                self._settled[scope] += cost
-            spec = reservation.spec
-            if spec.hosting == "api":
-                spent, calls = self._vendor_settled[spec.vendor]
-                self._vendor_settled[spec.vendor] = (spent + cost, calls + 1)
-            self._breaker(spec.vendor).record(self.clock(), vendor_ok)
+        if await self.accounts.release(reservation.record(), cost):
+            self._breaker(reservation.spec.vendor).record(self.clock(), vendor_ok)
 
     def rules(self, data_class: str, snapshot: Snapshot) -> list[Rule]:
         rules = [
@@ -152,21 +133,11 @@ class Governor:
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
         return residency_rule(data_class, self.policy.data_classes.get(data_class))(spec, Need()) is None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._reservations)
-
     # state ------------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def _lock(self) -> AsyncIterator[None]:
-        loop_id = id(asyncio.get_running_loop())  # one lock per event loop: sync wrappers make new loops
-        lock = self._locks.setdefault(loop_id, asyncio.Lock())
-        async with lock:
-            yield
-
-    def _reserve(self, spec: ModelSpec, amount: Decimal, context: CallContext) -> Reservation:
-        reservation = Reservation(next(self._ids), spec, amount, tuple(key for key, _, _ in self._scopes(context)))
-        self._reservations[reservation.id] = reservation
+    async def _reserve(self, spec: ModelSpec, amount: Decimal, context: CallContext) -> Reservation:
+        scopes = tuple(key for key, _, _ in self._scopes(context))
+        reservation = Reservation(uuid.uuid4().hex, spec, amount, scopes)
+        await self.accounts.reserve(reservation.record())
         self._breaker(spec.vendor).on_dispatch(self.clock())
         return reservation
 
@@ -178,10 +149,11 @@ class Governor:
     async def _snapshot(self, context: CallContext) -> Snapshot:
         now = self.clock()
         budgets = [
-            BudgetState(key.split(":")[0], limit, await self._committed(key, load))
+            BudgetState(key.split(":")[0], limit, await self.accounts.committed(key, load))
             for key, limit, load in self._scopes(context)
         ]
-        spend, calls = await self._vendor_committed(now)
+        cap = self.policy.vendor_share
+        spend, calls = await self.accounts.vendor_committed(now - cap.window_hours * 3600) if cap else ({}, {})
         open_vendors = {v: b.describe(now) for v, b in self._breakers.items() if not b.allows(now)}
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
@@ -206,33 +178,13 @@ class Governor:
         rows = await self.ledger.spend_by("vendor", **where)
         return sum((r.cost for r in rows.values()), Decimal(0))
 
-    async def _committed(self, scope: str, load: Callable[[], Awaitable[Decimal]]) -> Decimal:
-        base = self._baselines.get(scope)
-        if base is None or self.clock() - base.loaded_at > self.refresh_s:
-            base = self._baselines[scope] = _Baseline(self.clock(), await load())
-            self._settled[scope] = Decimal(0)  # the ledger now includes what we had settled
-        reserved = sum((r.amount for r in self._reservations.values() if scope in r.scopes), Decimal(0))
-        return base.amount + self._settled[scope] + reserved
 
-    async def _vendor_committed(self, now: float) -> tuple[dict[str, Decimal], dict[str, int]]:
-        cap = self.policy.vendor_share
-        if cap is None:
-            return {}, {}
-        if self._vendor_base is None or now - self._vendor_base[0] > self.refresh_s:
-            rows = await self.ledger.spend_by("vendor", since=now - cap.window_hours * 3600, api_only=True)
-            self._vendor_base = (now, {v: (r.cost, r.calls) for v, r in rows.items()})
-            self._vendor_settled.clear()
-        spend: dict[str, Decimal] = defaultdict(Decimal)
-        calls: dict[str, int] = defaultdict(int)
-        for source in (self._vendor_base[1], self._vendor_settled):
-            for vendor, (cost, n) in source.items():
-                spend[vendor] += cost
-                calls[vendor] += n
-        for r in self._reservations.values():
-            if r.spec.hosting == "api":
-                spend[r.spec.vendor] += r.amount
-                calls[r.spec.vendor] += 1
-        return dict(spend), dict(calls)
+def _accounts_for(ledger: Ledger, clock: Callable[[], float], refresh_s: float) -> Accounts:
+    from ._ledger_postgres import PostgresLedger
+
+    if isinstance(ledger, PostgresLedger):
+        return PostgresAccounts(ledger)  # shared: caps and budgets hold across every worker
+    return LocalAccounts(ledger, clock, refresh_s)
 
 
 def _raise_if_budget_blocked(rejected: dict[str, Denial] | Any) -> None:
