@@ -25,6 +25,16 @@ async def create_once(conn: Any, ddl: str) -> None:
 
 
 class PostgresLedger:
+    @classmethod
+    def from_url(cls, url: str) -> PostgresLedger:
+        """`postgresql://…[?table=NAME]`: the table is ours to choose; the rest goes to libpq."""
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        table = query.pop("table", "polycascade_calls")
+        return cls(urlunsplit(parts._replace(query=urlencode(query))), table=table)
+
     def __init__(self, url: str, *, table: str = "polycascade_calls") -> None:
         if not _TABLE.match(table):
             raise ConfigError(f"ledger table name {table!r}: use lower-case letters, digits and _")

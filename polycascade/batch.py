@@ -112,9 +112,14 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
                                     description=await _status(service, summary))  # fmt: skip
 
             await asyncio.gather(produce(), *(worker() for _ in range(options.concurrency)))
-    summary.vendors = {v: r.cost for v, r in (await service.ledger.spend_by("vendor", run_id=summary.run_id)).items()}
-    summary.spent = sum(summary.vendors.values(), Decimal(0))
+    await tally_spend(summary, service.ledger)
     return summary
+
+
+async def tally_spend(summary: RunSummary, ledger: Any) -> None:
+    """What the run spent, by vendor, from the ledger: resumed and parallel work included."""
+    summary.vendors = {v: r.cost for v, r in (await ledger.spend_by("vendor", run_id=summary.run_id)).items()}
+    summary.spent = sum(summary.vendors.values(), Decimal(0))
 
 
 def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any) -> tuple[Any, Any]:

@@ -158,7 +158,8 @@ def run(
     models_file: ModelsOpt = None,
     budget: Annotated[float | None, typer.Option("--budget", help="USD for the whole run, resumes included.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=1024)] = 8,
-    backend: Annotated[str, typer.Option("--backend", help="local | ray")] = "local",
+    backend: Annotated[str, typer.Option("--backend", help="local | ray (needs --ledger postgresql://…)")] = "local",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray workers (--backend ray).")] = 2,
     ledger: Annotated[
         str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, memory://.")
     ] = "polycascade.db",
@@ -176,18 +177,26 @@ def run(
     from .batch import RunOptions, run_batch
     from .service import open_service
 
-    if backend != "local":
-        raise ConfigError(f"--backend {backend}: only the local backend is available in this version.")
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend {backend}: use local or ray")
     options = RunOptions(
         workflow, input_path, out, concurrency, load_schema(schema) if schema else None, data_class,
         chunk_tokens=chunk_tokens, progress=progress,
     )  # fmt: skip
-    budget_usd = Decimal(str(budget)) if budget is not None else None
-    with open_service(
-        policy=policy, models_file=models_file, models=pool_ids([], models_file), local=local, ledger=ledger,
-        run_budget_usd=budget_usd,
-    ) as service:  # fmt: skip
-        summary = run_sync(run_batch(options, service))
+    service_kwargs: dict[str, Any] = {
+        "policy": policy, "models_file": models_file, "models": pool_ids([], models_file), "local": local,
+        "ledger": ledger, "run_budget_usd": Decimal(str(budget)) if budget is not None else None,
+    }  # fmt: skip
+    if backend == "ray":
+        from ._ray import run_on_ray
+        from .batch import tally_spend
+        from .ledger import open_ledger
+
+        summary = run_on_ray(options, service_kwargs, workers)
+        run_sync(tally_spend(summary, open_ledger(ledger)))
+    else:
+        with open_service(**service_kwargs) as service:
+            summary = run_sync(run_batch(options, service))
     shares = ", ".join(f"{v} ${c:.6f}" for v, c in sorted(summary.vendors.items(), key=lambda kv: -kv[1]))
     err.print(
         f"{summary.done} done, {summary.failed} failed, {summary.skipped} already done · ${summary.spent:.6f}"

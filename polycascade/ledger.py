@@ -207,7 +207,7 @@ def open_ledger(url: str | Path | None = None) -> Ledger:
     if text.startswith(("postgresql://", "postgres://")):
         from ._ledger_postgres import PostgresLedger
 
-        return PostgresLedger(text)
+        return PostgresLedger.from_url(text)
     if "://" in text and not text.startswith("sqlite:///"):
         raise ConfigError(f"unknown ledger URL scheme in {text.split('://')[0]!r}; use memory:// or sqlite:///FILE")
     from ._ledger_sqlite import SQLiteLedger

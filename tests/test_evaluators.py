@@ -94,3 +94,25 @@ async def test_a_judge_the_policy_forbids_leaves_the_answer_unverified(vendors: 
     verdict = await LLMJudge([catalog["v/judge"]])(judged(vendors, "Paris"), services)
     assert verdict.passed and not verdict.verifies and "not verified" in verdict.reason
     assert vendors.server.count(model="judge") == 0  # the data never went to the judge
+
+
+async def test_a_judge_refused_by_policy_gives_way_to_the_next(vendors: Vendors) -> None:
+    from polycascade.errors import NoEligibleModel
+    from polycascade.types import Completion, CompletionRequest
+
+    catalog = vendors.catalog()
+    gateway = Gateway(catalog, MemoryLedger())
+
+    class CapsMistral:  # a governed gateway whose policy refuses one vendor, as a share cap would
+        catalog = gateway.catalog
+
+        async def complete(self, request: CompletionRequest) -> Completion:
+            if catalog[request.model].vendor == "Mistral":
+                raise NoEligibleModel({request.model: "vendor_share: Mistral at 54% (cap 40%)"})
+            return await gateway.complete(request)
+
+    services = EvalServices(CapsMistral(), CallContext())
+    verdict = await LLMJudge([catalog["v/mid"], catalog["v/judge"]])(judged(vendors, "Paris"), services)
+    assert verdict.passed and verdict.verifies and "v/judge" in verdict.reason
+    only_refused = await LLMJudge([catalog["v/mid"]])(judged(vendors, "Paris"), services)
+    assert only_refused.passed and not only_refused.verifies and "refused by policy" in only_refused.reason
