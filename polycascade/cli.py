@@ -194,19 +194,44 @@ def run(
 
         summary = run_on_ray(options, service_kwargs, workers)
         run_sync(tally_spend(summary, open_ledger(ledger)))
+        governed = None
     else:
         with open_service(**service_kwargs) as service:
             summary = run_sync(run_batch(options, service))
+            governed = service.policy
+    report_path = _write_run_report(summary, ledger, governed)
     shares = ", ".join(f"{v} ${c:.6f}" for v, c in sorted(summary.vendors.items(), key=lambda kv: -kv[1]))
     err.print(
         f"{summary.done} done, {summary.failed} failed, {summary.skipped} already done · ${summary.spent:.6f}"
-        f"{' (' + shares + ')' if shares else ''}\nresults: {summary.out}\n"
-        f"report:  polycascade report --run {summary.run_id} --ledger {ledger}",
+        f"{' (' + shares + ')' if shares else ''}\nresults: {summary.out}\nreport:  {report_path}  "
+        f"(again any time: polycascade report --run {summary.run_id} --ledger {ledger})",
         highlight=False,
+        soft_wrap=True,  # paths must survive copy and paste
     )
     if summary.stopped:
-        err.print(f"[yellow]stopped early:[/yellow] {summary.stopped.rstrip('.')}. Rerun the same command to continue.")
+        err.print(
+            f"[yellow]stopped early:[/yellow] {summary.stopped.rstrip('.')}. Rerun the same command to continue.",
+            soft_wrap=True,
+        )
         raise typer.Exit(4)
+
+
+def _write_run_report(summary: Any, ledger_url: str, policy: Any = None) -> Path:
+    """The run's report (spend and shares by vendor and jurisdiction, escalations) beside its results."""
+    from ._sync import run_sync
+    from .insight import build_report
+    from .ledger import open_ledger
+
+    async def build() -> dict[str, Any]:
+        ledger = open_ledger(ledger_url)
+        try:
+            return await build_report(ledger, policy=policy, run_id=summary.run_id)
+        finally:
+            await ledger.close()
+
+    path = summary.out.with_suffix(".report.json")
+    path.write_text(json.dumps(run_sync(build()), ensure_ascii=False, indent=2), encoding="utf-8")
+    return Path(path)
 
 
 @app.command()
@@ -261,8 +286,8 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)
     except PolycascadeError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(3)

@@ -149,7 +149,10 @@ def test_run_writes_a_line_per_document_and_a_rerun_skips_them(vendors: Vendors,
     ok = results["doc003.txt"]
     assert ok["status"] == "verified" and ok["summary"].startswith("Summary of: Document 3")
     assert ok["models"] == ["v/cheap"] and float(str(ok["cost_usd"])) > 0
-    assert "report:  polycascade report --run" in first.stderr
+    report = json.loads((out.parent / "results.report.json").read_text())
+    assert report["scope"]["run_id"].startswith("run:results:")
+    assert {row["vendor"] for row in report["by_vendor"]} == {"DeepSeek", "OpenAI"}  # answers, and their judge
+    assert "polycascade report --run" in first.stderr and "results.report.json" in first.stderr
     calls = vendors.server.count()
     again = run(tmp_path, vendors.models_yaml(tmp_path / "m.yaml"), "--input", str(folder), "--out", str(out))
     assert again.returncode == 0 and "7 already done" in again.stderr
