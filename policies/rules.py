@@ -104,20 +104,13 @@ def residency_rule(data_class: str, rule: DataClassRule | None) -> Rule:
             )
         if not rule.api:
             return Denial("residency", f"{data_class} data may go only to self-hosted models", values)
-        if not _allows(rule.vendor_jurisdictions, spec.jurisdiction):
-            allowed = rule.vendor_jurisdictions
-            return Denial(
-                "residency",
-                f"{data_class} data may not go to a {spec.jurisdiction}-based vendor",
-                {**values, "allowed": allowed},
-            )
-        if not _allows(rule.host_jurisdictions, spec.host_jurisdiction):
-            allowed = rule.host_jurisdictions
-            return Denial(
-                "residency",
-                f"{data_class} data may not be processed in {spec.host_jurisdiction}",
-                {**values, "allowed": allowed},
-            )
+        checks = (
+            (rule.vendor_jurisdictions, spec.jurisdiction, f"go to a {spec.jurisdiction}-based vendor"),
+            (rule.host_jurisdictions, spec.host_jurisdiction, f"be processed in {spec.host_jurisdiction}"),
+        )
+        for allowed, code, what in checks:
+            if not _allows(allowed, code):
+                return Denial("residency", f"{data_class} data may not {what}", {**values, "allowed": allowed})
         return None
 
     return residency

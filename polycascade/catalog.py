@@ -143,6 +143,12 @@ class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[UserModel] = Field(default_factory=list)
 
+    def write(self, path: Path) -> Path:
+        """Save as YAML that `Catalog.load` reads back (unset fields left out)."""
+        entries = [m.model_dump(mode="json", exclude_none=True) for m in self.models]
+        path.write_text(yaml.safe_dump({"models": entries}, allow_unicode=True), encoding="utf-8")
+        return path
+
 
 class Catalog(Mapping[str, ModelSpec]):
     """An immutable set of models by id. `Catalog.bundled()` is LiteLLM's map; `with_models` adds."""

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 os.environ["POLYCASCADE_LOOPBACK_ONLY"] = "1"  # the gateway's guard; subprocesses inherit it
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-from polycascade.catalog import Catalog, ModelSpec, UserModel
+from polycascade.catalog import Catalog, ModelsFile, ModelSpec, UserModel
 from polycascade.testing import LocalModel, ScriptedRequest
 
 
@@ -67,9 +66,7 @@ class Vendors:
         return Catalog.bundled().with_models(self.models())
 
     def models_yaml(self, path: Path) -> Path:
-        entries = [m.model_dump(mode="json", exclude_none=True) for m in self.models()]
-        path.write_text(yaml.safe_dump({"models": entries}))
-        return path
+        return ModelsFile(models=self.models()).write(path)
 
 
 @pytest.fixture

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from graphs.cascade import Cascade
 from graphs.delegation import delegate
-from polycascade.catalog import Catalog, UserModel
+from polycascade.catalog import Catalog, ModelsFile, UserModel
 from polycascade.gateway import Gateway
 from polycascade.governor import Governor
 from polycascade.ledger import MemoryLedger
@@ -94,9 +93,7 @@ def test_an_invalid_plan_falls_back_to_the_whole_task() -> None:
 
 
 def test_delegate_is_a_built_in_workflow(planner: Planner, tmp_path: Path) -> None:
-    models_file = tmp_path / "m.yaml"
-    entries = [m.model_dump(mode="json", exclude_none=True) for m in planner.models()]
-    models_file.write_text(yaml.safe_dump({"models": entries}))
+    models_file = ModelsFile(models=planner.models()).write(tmp_path / "m.yaml")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "q.txt").write_text("What is 6 * 7, and what is the capital of Japan?")
     out = tmp_path / "d.jsonl"

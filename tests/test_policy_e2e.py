@@ -15,7 +15,7 @@ from graphs.cascade import Cascade
 from policies.config import load_policy
 from polycascade import BudgetExceeded, Task
 from polycascade._ledger_sqlite import SQLiteLedger
-from polycascade.catalog import Catalog
+from polycascade.catalog import Catalog, ModelsFile, UserModel
 from polycascade.gateway import Gateway, RetryPolicy
 from polycascade.governor import Governor
 from polycascade.ledger import Ledger, MemoryLedger
@@ -42,24 +42,19 @@ class Fleet:
     def _respond(self, req: ScriptedRequest) -> str | Fault:
         return self.faults.get(req.model) or f"answer from {req.model}"
 
+    def models(self) -> list[UserModel]:
+        return [
+            self.server.model(model_id, vendor=vendor, jurisdiction=country, input_per_mtok=price_in,
+                              output_per_mtok=price_out, quality=0.7, context_window=window,
+                              host=f"{vendor} cloud", host_jurisdiction=host)
+            for model_id, vendor, country, host, price_in, price_out, window in FLEET
+        ]  # fmt: skip
+
     def catalog(self) -> Catalog:
-        models = []
-        for model_id, vendor, country, host, price_in, price_out, window in FLEET:
-            m = self.server.model(model_id, vendor=vendor, jurisdiction=country, input_per_mtok=price_in,
-                                  output_per_mtok=price_out, quality=0.7, context_window=window,
-                                  host=f"{vendor} cloud", host_jurisdiction=host)  # fmt: skip
-            models.append(m)
-        return Catalog.bundled().with_models(models)
+        return Catalog.bundled().with_models(self.models())
 
     def models_yaml(self, path: Path) -> Path:
-        entries = []
-        for model_id, vendor, country, host, price_in, price_out, window in FLEET:
-            m = self.server.model(model_id, vendor=vendor, jurisdiction=country, input_per_mtok=price_in,
-                                  output_per_mtok=price_out, quality=0.7, context_window=window,
-                                  host=f"{vendor} cloud", host_jurisdiction=host)  # fmt: skip
-            entries.append(m.model_dump(mode="json", exclude_none=True))
-        path.write_text(yaml.safe_dump({"models": entries}))
-        return path
+        return ModelsFile(models=self.models()).write(path)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from polycascade._ledger_postgres import PostgresLedger
+from polycascade.catalog import ModelsFile
 from polycascade.testing import ScriptedRequest, ScriptedServer
 
 from .conftest import run_cli
@@ -33,8 +34,7 @@ class Vendors:
         vendors = [("v/a", "DeepSeek", "CN", "0.10"), ("v/b", "Mistral", "FR", "0.11"), ("v/c", "OpenAI", "US", "0.12")]
         models = [self.server.model(i, vendor=v, jurisdiction=j, input_per_mtok=p, output_per_mtok=p, quality=0.7)
                   for i, v, j, p in vendors]  # fmt: skip
-        path.write_text(yaml.safe_dump({"models": [m.model_dump(mode="json", exclude_none=True) for m in models]}))
-        return path
+        return ModelsFile(models=models).write(path)
 
 
 @pytest.fixture

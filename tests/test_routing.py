@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -13,28 +14,13 @@ from policies.routing import Need, RoutingSettings, choose
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 
+from .conftest import make_spec
+
 
 def spec(
     id: str, price: str, quality: float, vendor: str = "V", window: int = 8192, caps: frozenset[str] = frozenset()
 ) -> ModelSpec:
-    p = Decimal(price) / 1_000_000
-    return ModelSpec(
-        id=id,
-        provider="openai",
-        litellm_model=f"openai/{id}",
-        vendor=vendor,
-        jurisdiction="US",
-        host=vendor,
-        host_jurisdiction="US",
-        hosting="api",
-        open_weights=False,
-        input_price=p,
-        output_price=p * 2,
-        context_window=window,
-        max_output_tokens=4096,
-        capabilities=caps,
-        quality=quality,
-    )
+    return replace(make_spec(id, price, quality, vendor, window=window), capabilities=caps)
 
 
 CHEAP, MID, STRONG = spec("cheap", "0.1", 0.7, "A"), spec("mid", "1", 0.8, "B"), spec("strong", "10", 0.95, "C")

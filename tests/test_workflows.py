@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from polycascade import ConfigError
+from polycascade.catalog import ModelsFile
 from polycascade.testing import ScriptedRequest, ScriptedServer
 from tools.chunking import chunk_text, sentences
 from tools.documents import BrokenDocument, Document, discover, load
@@ -108,8 +108,7 @@ class Vendors:
             self.server.model("v/cheap", **cheap, quality=0.7, capabilities=["json_schema"]),  # type: ignore[arg-type]
             self.server.model("v/judge", **judge, quality=0.9),  # type: ignore[arg-type]
         ]
-        path.write_text(yaml.safe_dump({"models": [m.model_dump(mode="json", exclude_none=True) for m in models]}))
-        return path
+        return ModelsFile(models=models).write(path)
 
 
 @pytest.fixture
