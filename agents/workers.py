@@ -27,7 +27,7 @@ def build_request(task: Task, spec: ModelSpec, context: CallContext) -> Completi
     messages = ((Message("system", system),) if system else ()) + conversation
     return CompletionRequest(
         model=spec.id, messages=messages, max_tokens=task.max_tokens, json_schema=json_schema, tools=task.tools,
-        context=context,
+        timeout_s=task.timeout_s, context=context,
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
-from agents.workers import ask_model, extract_json
+from agents.workers import build_request, extract_json
 from policies.adequacy import Adequacy
 from policies.config import Policy
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost
@@ -57,6 +57,11 @@ class CascadeSettings:
     max_rungs: int = 3
     max_failovers: int = 2
     seed: int | None = 0
+
+    def max_model_calls(self, retry_attempts: int, evaluator_calls_per_answer: int = 0) -> int:
+        """The most HTTP requests one task can make: answers and failovers, each retried, plus checks."""
+        attempts = self.max_rungs + self.max_failovers + 1  # the failure that exceeds max_failovers ends it
+        return attempts * retry_attempts + self.max_rungs * evaluator_calls_per_answer
 
     @classmethod
     def from_policy(cls, policy: Policy) -> CascadeSettings:
@@ -184,7 +189,8 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     why = {**decision.to_dict(), "policy": ctx.governor.policy.name, **reservation.to_dict()}
     context = replace(_context(task, "attempt"), decision=why)
     try:
-        completion = await ctx.governor.run(reservation, lambda: ask_model(ctx.gateway, task, spec, context))
+        request = ctx.governor.prepare(build_request(task, spec, context), spec)
+        completion = await ctx.governor.run(reservation, lambda: ctx.gateway.complete(request))
     except ProviderError as exc:
         failed = Attempt(
             rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}", decision=why

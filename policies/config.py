@@ -48,6 +48,9 @@ class DataClassRule(_Strict):
     host_jurisdictions: list[Jurisdiction] | Literal["*"] = ANY
     self_hosted: bool = True
     api: bool = True
+    redact: list[Literal["email", "phone", "my_number"]] = Field(
+        default_factory=list, description="masked before any model that is not self-hosted"
+    )
 
     @field_validator("vendor_jurisdictions", "host_jurisdictions")
     @classmethod

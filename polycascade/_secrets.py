@@ -11,7 +11,7 @@ import os
 import re
 from functools import lru_cache
 
-__all__ = ["RedactingFilter", "redact", "secret_values"]
+__all__ = ["RedactingFilter", "install_logging", "redact", "secret_values"]
 
 _SECRET_NAME = re.compile(r"(API_KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _WINDOW = 8
@@ -52,3 +52,24 @@ class RedactingFilter(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+def install_logging(level: str) -> None:
+    """Log to stderr at `level`; every handler, ours and the libraries', scrubs secrets."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai", "polycascade"):
+        logging.getLogger(name).setLevel(level.upper())
+    protect_handlers()
+
+
+def protect_handlers() -> None:
+    """Add the redacting filter to every handler that exists now (libraries attach their own)."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())

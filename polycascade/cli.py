@@ -34,8 +34,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", envvar="POLYCASCADE_LOG", help="DEBUG, INFO, … (to stderr)")
+    ] = None,
+) -> None:
     """Route each LLM subtask to the cheapest adequate model; verify, escalate and govern."""
+    if log_level:
+        from ._secrets import install_logging
+
+        install_logging(log_level)
 
 
 @app.command()
@@ -179,6 +187,11 @@ def run(
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend}: use local or ray")
+    if budget is not None and budget <= 0:
+        raise ConfigError(f"--budget must be positive, got {budget}")
+    from tools.documents import discover
+
+    discover(input_path)  # the user's input first: a bad path fails fast, before any service starts
     options = RunOptions(
         workflow, input_path, out, concurrency, load_schema(schema) if schema else None, data_class,
         chunk_tokens=chunk_tokens, progress=progress,

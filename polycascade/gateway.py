@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
 
 from . import errors
-from ._secrets import RedactingFilter, redact
+from ._secrets import RedactingFilter, protect_handlers, redact
 from ._sync import run_sync
 from .catalog import Catalog, ModelSpec
 from .ledger import CallRecord, Ledger, new_call_id
@@ -40,6 +40,7 @@ litellm.suppress_debug_info = True
 litellm.drop_params = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "polycascade"):
     logging.getLogger(_name).addFilter(RedactingFilter())
+protect_handlers()  # LiteLLM attaches handlers of its own at import
 
 
 class Completer(Protocol):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from policies.breaker import CircuitBreaker
 from policies.config import DataClassRule, Policy
+from policies.redaction import redact_text
 from policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
 from policies.rules import BudgetState, Snapshot, breaker_rule, budget_rule, residency_rule, share_cap_rule
 
@@ -130,6 +131,14 @@ class Governor:
             rules.append(share_cap_rule(self.policy.vendor_share, snapshot))
         return rules
 
+    def prepare(self, request: CompletionRequest, spec: ModelSpec) -> CompletionRequest:
+        """The request as it may leave: personal data masked per the data class, unless self-hosted."""
+        rule = self.policy.data_classes.get(request.context.data_class)
+        if rule is None or not rule.redact or spec.hosting == "self_hosted":
+            return request
+        messages = tuple(replace(m, content=redact_text(m.content, rule.redact)) for m in request.messages)
+        return replace(request, messages=messages)
+
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
         return residency_rule(data_class, self.policy.data_classes.get(data_class))(spec, Need()) is None
 
@@ -211,5 +220,7 @@ class GovernedGateway:
             input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
             max_tokens=request.max_tokens,
         )
-        reservation = await self.governor.admit(self.catalog[request.model], need, ctx)
-        return await self.governor.run(reservation, lambda: self.gateway.complete(request))
+        spec = self.catalog[request.model]
+        reservation = await self.governor.admit(spec, need, ctx)
+        outbound = self.governor.prepare(request, spec)
+        return await self.governor.run(reservation, lambda: self.gateway.complete(outbound))

@@ -26,6 +26,7 @@ class Task:
     system: str | None = None
     schema: type[BaseModel] | None = None
     max_tokens: int = 512
+    timeout_s: float = 60.0
     cost_ceiling: Decimal | None = None
     capabilities: frozenset[str] = frozenset()
     input_tokens: int | None = None  # the prompt's size when known; otherwise estimated
