@@ -16,7 +16,6 @@ from polycascade.governor import Governor
 from polycascade.types import CallContext, Completion, CompletionRequest, Usage
 
 from .test_governor import CLASSES, POOL
-
 from .test_ledger_conformance import POSTGRES_URL
 
 API_POOL = [m for m in POOL if m.hosting == "api"]  # the free self-hosted model would absorb the budget
