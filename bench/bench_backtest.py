@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _results import machine, write_section
+from _results import publish
 
 from backtest import load_traces, run_backtest
 from policies.config import RoutingConfig
@@ -115,30 +115,11 @@ def speed() -> list[str]:
 
 
 def main() -> int:
-    try:
-        quality_lines, _ = quality()
-        speed_lines = speed()
-    except Exception as exc:  # a figure that cannot be measured is a failure of the benchmark
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        return 1
-    body = "\n".join(
-        [
-            "## Backtest",
-            "",
-            f"Machine: {machine()}.",
-            "",
-            "### Default policy on the shipped traces",
-            "",
-            *quality_lines,
-            "",
-            "### Replay speed",
-            "",
-            *speed_lines,
-        ]
+    return publish(
+        "backtest",
+        "Backtest",
+        {"Default policy on the shipped traces": lambda: quality()[0], "Replay speed": speed},
     )
-    write_section("backtest", body)
-    print(body)
-    return 0
 
 
 if __name__ == "__main__":

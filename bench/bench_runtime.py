@@ -35,7 +35,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 warnings.filterwarnings("ignore")
 logging.getLogger("LiteLLM").setLevel(logging.ERROR)  # it warns once per synthetic model about cache pricing
 
-from _results import machine, write_section  # noqa: E402
+from _results import publish  # noqa: E402
 
 from policies.config import Budgets, DataClassRule, Policy, ShareCap  # noqa: E402
 from policies.routing import Need, RoutingSettings  # noqa: E402
@@ -303,36 +303,16 @@ def throughput(doc_counts: list[int], latency: float = 0.2, concurrency: int = 6
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", default="1000,10000")
-    args = parser.parse_args()
-    try:
-        per_call = asyncio.run(overhead())  # first: litellm.Router registers global callbacks that would tax it
-        decision = asyncio.run(decision_time())
-        batch = throughput([int(n) for n in args.docs.split(",")])
-    except Exception as exc:
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        return 1
-    body = "\n".join(
-        [
-            "## Runtime",
-            "",
-            f"Machine: {machine()}.",
-            "",
-            "### Decision time vs litellm.Router",
-            "",
-            *decision,
-            "",
-            "### Per-call overhead vs bare litellm.acompletion",
-            "",
-            *per_call,
-            "",
-            "### Batch throughput and memory",
-            "",
-            *batch,
-        ]
+    docs = [int(n) for n in parser.parse_args().docs.split(",")]
+    return publish(
+        "runtime",
+        "Runtime",
+        {  # per-call overhead first: litellm.Router registers global callbacks that would tax it
+            "Per-call overhead vs bare litellm.acompletion": lambda: asyncio.run(overhead()),
+            "Decision time vs litellm.Router": lambda: asyncio.run(decision_time()),
+            "Batch throughput and memory": lambda: throughput(docs),
+        },
     )
-    write_section("runtime", body)
-    print(body)
-    return 0
 
 
 if __name__ == "__main__":
