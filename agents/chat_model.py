@@ -177,16 +177,15 @@ def _to_message(m: BaseMessage) -> Message:
 
 def _to_ai_message(result: TaskResult) -> AIMessage:
     prompt, completion = result.usage
-    chosen = next((a for a in reversed(result.attempts) if a.answer is not None and a.answer == result.answer), None)
     return AIMessage(
         content=result.answer or "",
         tool_calls=[{"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"} for c in result.tool_calls],
         usage_metadata={"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion},
         response_metadata={
             "model_name": result.model,
-            "vendor": chosen.vendor if chosen else None,
+            "vendor": result.chosen.vendor if result.chosen else None,
             "cost_usd": str(result.total_cost),
-            "call_id": chosen.call_id if chosen else None,
+            "call_id": result.call_id,
             "status": result.status,
             "stop_reason": result.stop_reason,
             "attempts": len(result.attempts),

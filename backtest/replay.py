@@ -130,14 +130,11 @@ async def replay(
 
 
 def _score(category: str, task_id: str, result: TaskResult, gateway: ReplayGateway) -> TaskScore:
-    answered = [a for a in result.attempts if a.answer is not None]
-    chosen = next((a for a in reversed(answered) if a.verdict and a.verdict.passed), None)
-    chosen = chosen or max(answered, key=lambda a: a.verdict.score if a.verdict else 0, default=None)
-    outcome = gateway.outcome(task_id, chosen.model) if chosen else None
+    outcome = gateway.outcome(task_id, result.model) if result.model else None  # the answer the cascade returned
+    answered = sum(a.answer is not None for a in result.attempts)
     return TaskScore(
-        task_id, category, chosen.model if chosen else None, outcome.correct if outcome else 0.0,
-        result.total_cost, len(answered), result.status,
-    )  # fmt: skip
+        task_id, category, result.model, outcome.correct if outcome else 0.0, result.total_cost, answered, result.status
+    )
 
 
 def _input_tokens(trace: object) -> int:

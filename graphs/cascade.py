@@ -250,14 +250,12 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     stop = state.get("stop_reason") or _stop_reason(best, bool(passed))
     result = TaskResult(
         task_id=task.id,
-        answer=best.answer if best else None,
         status=status,
-        verdict=best.verdict if best else None,
+        chosen=best,
         attempts=tuple(attempts),
         total_cost=_spent(attempts),
         parsed=_parse(task, best.answer if best else None),
         stop_reason=stop,
-        tool_calls=best.tool_calls if best else (),
     )
     return {"result": result}
 

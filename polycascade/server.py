@@ -193,8 +193,7 @@ def _message(raw: dict[str, Any]) -> Message:
 
 
 def _call_id(result: TaskResult) -> str:
-    chosen = next((a for a in reversed(result.attempts) if a.answer is not None and a.call_id), None)
-    return chosen.call_id if chosen and chosen.call_id else result.task_id
+    return result.call_id or result.task_id
 
 
 def _extension(result: TaskResult) -> dict[str, Any]:

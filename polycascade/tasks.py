@@ -89,21 +89,37 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:
+    """What a task came to. `chosen` is the attempt whose answer is returned; the rest derive from it."""
+
     task_id: str
-    answer: str | None
     status: Status
-    verdict: Verdict | None
+    chosen: Attempt | None
     attempts: tuple[Attempt, ...]
     total_cost: Decimal
     parsed: BaseModel | None = None
     stop_reason: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+
+    @property
+    def answer(self) -> str | None:
+        return self.chosen.answer if self.chosen else None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.chosen.verdict if self.chosen else None
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self.chosen.tool_calls if self.chosen else ()
 
     @property
     def model(self) -> str | None:
         """The model whose answer this is."""
-        chosen = next((a for a in reversed(self.attempts) if a.answer == self.answer and a.answer is not None), None)
-        return chosen.model if chosen else None
+        return self.chosen.model if self.chosen else None
+
+    @property
+    def call_id(self) -> str | None:
+        """The ledger row of the call that produced the answer (for `polycascade explain`)."""
+        return self.chosen.call_id if self.chosen else None
 
     @property
     def usage(self) -> tuple[int, int]:

@@ -177,3 +177,20 @@ async def test_the_real_local_model_as_first_rung(vendors: Vendors, local_model:
     assert result.attempts[0].cost == 0
     assert result.status == "verified"  # either SmolLM2 said Paris, or the cascade escalated to mid
     assert result.answer is not None and "Paris" in result.answer
+
+
+async def test_the_result_names_the_attempt_it_returns_even_when_an_earlier_rung_scored_best(vendors: Vendors) -> None:
+    vendors.answers = {"cheap": "Lyon", "mid": "Marseille", "strong": "Nice"}
+    scores = {"Lyon": 6, "Marseille": 2, "Nice": 1}  # all below the judge's 7/10: none passes
+
+    def judge_by_answer(req):  # type: ignore[no-untyped-def]
+        if req.model == "judge":
+            answer = req.prompt.split("<answer>")[-1].split("</answer>")[0].strip()
+            return f"SCORE: {scores[answer]}"
+        return vendors.answers[req.model]
+
+    vendors.server.responder = judge_by_answer
+    result = await make(vendors).run(Task(QUESTION))
+    assert result.status == "unverified" and [a.model for a in result.attempts] == ["v/cheap", "v/mid", "v/strong"]
+    assert result.chosen is result.attempts[0]
+    assert (result.answer, result.model, result.call_id) == ("Lyon", "v/cheap", result.attempts[0].call_id)
