@@ -56,6 +56,7 @@ class RunSummary:
     stopped: str | None = None
     spent: Decimal = Decimal(0)
     vendors: dict[str, Decimal] = field(default_factory=dict)
+    status_line: tuple[float, str] | None = None  # the progress bar's last status and when it was computed
 
 
 def run_id_for(out: Path) -> str:
@@ -195,19 +196,16 @@ class _Writer:
             os.fsync(self.sink.fileno())  # the line is the record that the document is done
 
 
-_last_status: dict[str, tuple[float, str]] = {}
-
-
 async def _status(service: Service, summary: RunSummary) -> str:
     """Spend and vendor shares for the progress bar, refreshed at most once a second."""
-    cached = _last_status.get(summary.run_id)
+    cached = summary.status_line
     if cached and time.monotonic() - cached[0] < 1:
         return cached[1]
     rows = await service.ledger.spend_by("vendor", run_id=summary.run_id)
     spent = sum((r.cost for r in rows.values()), Decimal(0))
     shares = " ".join(f"{v} {float(r.cost / spent):.0%}" for v, r in sorted(rows.items()) if spent) or "—"
     text = f"failed {summary.failed} · ${spent:.4f} · {shares}"
-    _last_status[summary.run_id] = (time.monotonic(), text)
+    summary.status_line = (time.monotonic(), text)
     return text
 
 

@@ -34,7 +34,6 @@ from .types import Completion, CompletionRequest, ToolCall, Usage
 
 __all__ = ["Completer", "Gateway", "RetryPolicy", "call_record", "loopback_only"]
 
-log = logging.getLogger("polycascade.gateway")
 litellm.telemetry = False
 litellm.suppress_debug_info = True
 litellm.drop_params = True
@@ -199,7 +198,7 @@ async def _call_litellm(spec: ModelSpec, request: CompletionRequest) -> Any:
         "messages": [m.to_openai() for m in request.messages],
         "max_tokens": request.max_tokens,
         "timeout": request.timeout_s,
-        "max_retries": 0,  # retries are ours: counted, logged and bounded
+        "max_retries": 0,  # retries are ours: counted and bounded
         "num_retries": 0,
     }
     if request.temperature is not None:

@@ -5,9 +5,9 @@
 
 Money is *committed* from the moment a call is admitted: its maximum cost (prompt tokens +
 max_tokens at the model's price) is reserved against every budget and the vendor's share, and
-replaced by the actual cost when the call settles (released on failure). Settled spend comes from
-the ledger (reloaded every `refresh_s`) plus what this process settled since. State is per process;
-shared deployments put the ledger and reservations in one database.
+replaced by the actual cost when the call settles (released on failure). Where committed money is
+kept is the accounts' business (`_accounts`): in this process over any ledger, or in PostgreSQL,
+shared by every worker, when the ledger is PostgreSQL. Circuit breakers are always per process.
 """
 
 from __future__ import annotations

@@ -71,9 +71,6 @@ class CompletionRequest:
         messages = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
         return cls(model=model, messages=messages, **kw)
 
-    def prompt_chars(self) -> int:
-        return sum(len(m.content) for m in self.messages)
-
 
 @dataclass(frozen=True, slots=True)
 class Usage:
