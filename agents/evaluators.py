@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -189,6 +189,7 @@ class Consensus:
 
     normaliser: Callable[[str], str] = normalise
     name: str = "consensus"
+    by_agreement: ClassVar[bool] = True  # the router prices a second opinion into every first answer
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:
         mine = self.normaliser(judged.answer)

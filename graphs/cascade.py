@@ -99,6 +99,7 @@ class CascadeState(TypedDict, total=False):
     floor: float  # P(pass) of the last rung that failed evaluation: the next must be stronger
     avoid_vendors: frozenset[str]  # vendors that failed this task: fail over elsewhere
     independent_of: frozenset[str]  # after an inconclusive verdict: vendors already asked
+    confirming: float | None  # after an inconclusive verdict: P(pass) of the answer awaiting a second opinion
     min_context: int  # after a context-window error: only larger windows
     stop_reason: str
     result: TaskResult
@@ -116,7 +117,9 @@ def _context(task: Task, node: str, decision: Decision | None = None) -> CallCon
     )
 
 
-def _need(task: Task, state: CascadeState) -> Need:
+def _need(task: Task, state: CascadeState, ctx: CascadeContext) -> Need:
+    confirming = state.get("confirming")
+    answered = sum(a.answer is not None for a in state.get("attempts", []))
     schema = str(task.schema.model_json_schema()) if task.schema else ""
     return Need(
         task_kind=task.kind,
@@ -127,10 +130,13 @@ def _need(task: Task, state: CascadeState) -> Need:
         max_tokens=task.max_tokens,
         capabilities=task.capabilities | ({"tools"} if task.tools else set()),
         tried=frozenset(a.model for a in state.get("attempts", [])),
-        stronger_than=state.get("floor"),
+        stronger_than=state.get("floor") if confirming is None else None,  # a second opinion need not be stronger
         avoid_vendors=state.get("avoid_vendors", frozenset()),
         independent_of=state.get("independent_of", frozenset()),
         min_context=state.get("min_context", 0),
+        rungs_left=ctx.settings.max_rungs - answered,
+        by_agreement=getattr(ctx.evaluator, "by_agreement", False),
+        confirming=confirming,
     )
 
 
@@ -146,7 +152,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     if len(attempts) - answered > ctx.settings.max_failovers:
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
     tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
-    need = _need(task, state)
+    need = _need(task, state, ctx)
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
         decision, reservation = await ctx.governor.route(
@@ -228,22 +234,21 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     done = replace(pending.attempt, verdict=verdict)
     if verdict.passed:
         return Command(update={"attempts": [done]}, goto="finish")
+    floor = max(state.get("floor") or 0.0, pending.p_pass)  # what comes next must beat every answer so far
     if not verdict.verifies:  # inconclusive (e.g. no second opinion yet): ask another vendor, not a stronger one
         asked = frozenset(a.vendor for a in (*state.get("attempts", []), done) if a.answer is not None)
-        return Command(update={"attempts": [done], "independent_of": asked}, goto="route")
-    return Command(update={"attempts": [done], "floor": pending.p_pass}, goto="route")
+        update = {"attempts": [done], "independent_of": asked, "confirming": pending.p_pass, "floor": floor}
+        return Command(update=update, goto="route")
+    return Command(update={"attempts": [done], "floor": floor, "confirming": None}, goto="route")
 
 
 def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, Any]:
     task, attempts = state["task"], state.get("attempts", [])
     answered = [a for a in attempts if a.answer is not None]
     passed = [a for a in answered if a.verdict and a.verdict.passed]
-    # without a pass, the best-scored answer; on a tie, the later rung (a stronger model)
-    best = (
-        passed[-1]
-        if passed
-        else max(answered, key=lambda a: (a.verdict.score if a.verdict else 0, a.rung), default=None)
-    )
+    # without a pass, the best score from a check that could judge; on a tie, the later rung (a
+    # stronger model). An inconclusive verdict (no second opinion yet) is no evidence either way.
+    best = passed[-1] if passed else max(answered, key=_standing, default=None)
     status: Literal["verified", "unverified", "failed"] = "failed"
     if best is not None:
         status = "verified" if best in passed and best.verdict and best.verdict.verifies else "unverified"
@@ -258,6 +263,11 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
         stop_reason=stop,
     )
     return {"result": result}
+
+
+def _standing(attempt: Attempt) -> tuple[float, int]:
+    verdict = attempt.verdict
+    return (verdict.score if verdict and verdict.verifies else 0.0, attempt.rung)
 
 
 def _stop_reason(best: Attempt | None, passed: bool) -> str:

@@ -5,17 +5,25 @@
    with the rule's name and the values it compared.
 2. Estimate P(pass) per candidate from the ledger's verdicts (`Adequacy`).
 3. Rank by expected total cost: this call, plus P(fail) × the expected cost of the best plan
-   among stronger candidates (computed strongest-first, so it is exact for the ladder).
+   among stronger candidates (computed strongest-first, so it is exact for the ladder). On the
+   last rung there is no plan after it: the call's own cost.
 4. Choose the cheapest plan among candidates expected to be adequate (P(pass) ≥ threshold); if
    none is, the strongest. With exploration on, a Thompson sample may instead pick a candidate
    whose call costs no more than the greedy choice: new cheap models earn trust, safely.
+
+When answers are verified by agreement (`Need.by_agreement`), no single answer can pass: the
+first opinion is priced together with its cheapest second opinion, and a second opinion (for an
+answer with P(pass) `Need.confirming`) with the chance P(disagree) ≈ 1 − q·p of paying for the
+escalation too. Opinions are checks, not the final word, so the threshold does not filter them;
+it applies to the escalation that settles a disagreement.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -41,6 +49,9 @@ class Need:
     avoid_vendors: frozenset[str] = frozenset()  # failover: vendors that just failed this task
     independent_of: frozenset[str] = frozenset()  # a second opinion must come from another vendor
     min_context: int = 0  # after a context-window error: larger than the window that overflowed
+    rungs_left: int | None = None  # answers the task may still get, this one included
+    by_agreement: bool = False  # an answer passes only when another vendor's answer agrees
+    confirming: float | None = None  # a second opinion for an answer with this P(pass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +151,10 @@ def choose(
     if not allowed:
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
     estimates = _plan(allowed, need, settings.output_fraction)
+    if _is_opinion(need):
+        estimates = _price_opinions(estimates, need, settings.threshold)
+        chosen = min(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model))
+        return _decision(chosen, _why_opinion(chosen, need), estimates, rejected, settings)
     greedy = _greedy(estimates, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
     if settings.explore and rng is not None:
@@ -149,6 +164,12 @@ def choose(
             reason = (
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
+    return _decision(chosen, reason, estimates, rejected, settings)
+
+
+def _decision(
+    chosen: Estimate, reason: str, estimates: list[Estimate], rejected: dict[str, Denial], settings: RoutingSettings
+) -> Decision:
     ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
     return Decision(chosen.model, reason, ordered, rejected, settings.threshold)
 
@@ -180,12 +201,57 @@ def _plan(allowed: list[tuple[ModelSpec, Posterior]], need: Need, output_fractio
     """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
     estimates: list[Estimate] = []
     best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
+    last = need.rungs_left is not None and need.rungs_left <= 1
     costed = [(spec, posterior.mean, expected_call_cost(spec, need, output_fraction)) for spec, posterior in allowed]
     for spec, p, cost in sorted(costed, key=lambda c: (-c[1], c[2])):
         total = cost + (1 - p) * (best_stronger or 0.0)
         estimates.append(Estimate(spec.id, spec.vendor, p, cost, total))
-        best_stronger = total if best_stronger is None else min(best_stronger, total)
+        if not last:
+            best_stronger = total if best_stronger is None else min(best_stronger, total)
     return estimates
+
+
+def _is_opinion(need: Need) -> bool:
+    """A first or second opinion under agreement, with a rung left for the other opinion."""
+    return need.confirming is not None or (need.by_agreement and (need.rungs_left or 2) >= 2)
+
+
+def _price_opinions(estimates: list[Estimate], need: Need, threshold: float) -> list[Estimate]:
+    """Expected totals of opinions: E(b | q) = c_b + (1 − q·p_b) · escalation past both, and for a
+    first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models."""
+    rungs_after = (need.rungs_left if need.rungs_left is not None else 3) - (1 if need.confirming is not None else 2)
+    escalation = _Escalation(estimates, threshold) if rungs_after > 0 else None
+
+    def second(b: Estimate, q: float) -> float:
+        return b.call_cost + (1 - q * b.p_pass) * (escalation.cost(max(q, b.p_pass)) if escalation else 0.0)
+
+    if need.confirming is not None:
+        return [replace(e, expected_total=second(e, need.confirming)) for e in estimates]
+    priced = []
+    for a in estimates:
+        seconds = [second(b, a.p_pass) for b in estimates if b.vendor != a.vendor]
+        if seconds:
+            priced.append(replace(a, expected_total=a.call_cost + min(seconds)))
+    return priced or estimates
+
+
+class _Escalation:
+    """The call cost of the rung that settles a disagreement: the cheapest adequate candidate
+    stronger than both opinions (else the strongest of those), by bisection on P(pass)."""
+
+    def __init__(self, estimates: list[Estimate], threshold: float) -> None:
+        ranked = sorted(estimates, key=lambda e: e.p_pass)
+        self.p = [e.p_pass for e in ranked]
+        self.suffix: list[float] = [0.0] * (len(ranked) + 1)  # cost for "stronger than p[i-1]"
+        cheapest_adequate: float | None = None
+        for i in range(len(ranked) - 1, -1, -1):
+            if ranked[i].p_pass >= threshold:
+                cheapest_adequate = min(ranked[i].call_cost, cheapest_adequate or ranked[i].call_cost)
+            strongest = ranked[-1].call_cost
+            self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else strongest
+
+    def cost(self, floor: float) -> float:
+        return self.suffix[bisect.bisect_right(self.p, floor)]
 
 
 def _greedy(estimates: list[Estimate], threshold: float) -> Estimate:
@@ -193,6 +259,11 @@ def _greedy(estimates: list[Estimate], threshold: float) -> Estimate:
     if adequate:
         return min(adequate, key=lambda e: (e.expected_total, -e.p_pass, e.model))
     return max(estimates, key=lambda e: (e.p_pass, -e.call_cost))
+
+
+def _why_opinion(chosen: Estimate, need: Need) -> str:
+    role = "second opinion" if need.confirming is not None else "first opinion (answers pass by agreement)"
+    return f"{role}: cheapest expected total ${chosen.expected_total:.6f}, escalation on disagreement included"
 
 
 def _why(chosen: Estimate, threshold: float) -> str:

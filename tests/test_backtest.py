@@ -19,7 +19,7 @@ from graphs.cascade import Cascade
 from polycascade import ConfigError, Task
 from polycascade.catalog import Catalog
 from polycascade.governor import DEFAULT_POLICY, Governor
-from polycascade.ledger import MemoryLedger
+from polycascade.ledger import MemoryLedger, Tally
 
 from .conftest import run_cli
 
@@ -174,3 +174,26 @@ def test_the_shipped_traces_replay_with_zero_violations() -> None:
     result = run_backtest(traces, DEFAULT_POLICY, train_fraction=0.9)  # a tenth as test: quick
     assert result["polycascade"]["violations"] == {"residency": 0, "budget": 0, "vendor_share": 0}
     assert result["baselines"]["best_single"]["models"] == "gpt-4o-2024-05-13"
+
+
+def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    rows = [("tiny", "DeepSeek", "A", "0.0001"), ("small", "Mistral", "B", "0.0003"), ("large", "OpenAI", "C", "0.003")]
+    path.write_text("task_id,model,correct,cost_usd,vendor,answer\n" + "".join(
+        f"t1,{m},{int(a == 'C')},{c},{v},{a}\n" for m, v, a, c in rows
+    ))  # fmt: skip
+    traces = load_traces(path)
+    ledger = MemoryLedger()
+    gateway = ReplayGateway(traces, Catalog(traces.models.values()), ledger)
+    history = {
+        ("general", "tiny"): Tally(40, 60),
+        ("general", "small"): Tally(60, 40),
+        ("general", "large"): Tally(9, 1),
+    }
+    cascade = Cascade(
+        gateway, list(traces.models.values()), evaluator=Consensus(), governor=Governor(ledger=ledger), history=history
+    )
+    result = asyncio.run(cascade.run_direct(Task("", id="t1", input_tokens=100, max_tokens=100)))
+    assert [a.model for a in result.attempts] == ["small", "tiny", "large"]  # the pair, then the arbiter
+    assert result.attempts[0].verdict is not None and not result.attempts[0].verdict.verifies
+    assert result.status == "unverified" and result.model == "large" and result.answer == "C"

@@ -121,3 +121,34 @@ def test_the_choice_is_always_an_allowed_candidate_with_minimal_expected_cost(
         assert chosen.expected_total <= min(c.expected_total for c in adequate) + 1e-15
     else:
         assert chosen.p_pass == max(c.p_pass for c in decision.candidates)
+
+
+# answers verified by agreement: opinions priced with the escalation they may cause
+WEAK, FAIR, SECOND = spec("weak", "0.05", 0.2, "W"), spec("fair", "0.1", 0.8, "F"), spec("second", "0.2", 0.8, "S")
+ARBITER = spec("arbiter", "10", 0.95, "X")
+BY_AGREEMENT = Need(input_tokens=500, max_tokens=200, rungs_left=3, by_agreement=True)
+
+
+def test_a_first_opinion_is_priced_with_its_second_opinion_and_the_escalation() -> None:
+    decision = choose([ARBITER, WEAK, FAIR, SECOND], BY_AGREEMENT, {})
+    assert decision.chosen == "fair"  # not the cheapest call: "weak" would rarely be confirmed
+    by = {c.model: c for c in decision.candidates}
+    fair, second, arbiter = by["fair"], by["second"], by["arbiter"]
+    confirmed = fair.p_pass * second.p_pass
+    expected = fair.call_cost + second.call_cost + (1 - confirmed) * arbiter.call_cost
+    assert abs(fair.expected_total - expected) < 1e-12
+    assert "first opinion" in decision.reason
+
+
+def test_a_second_opinion_is_any_other_vendor_worth_its_price_and_need_not_be_stronger() -> None:
+    need = replace(BY_AGREEMENT, rungs_left=2, confirming=0.8, tried=frozenset({"fair"}), independent_of=frozenset("F"))
+    decision = choose([ARBITER, WEAK, FAIR, SECOND], need, {})
+    assert decision.chosen == "second" and "second opinion" in decision.reason
+    assert "fair" in decision.rejected and "arbiter" not in decision.rejected
+
+
+def test_on_the_last_rung_only_the_call_itself_counts() -> None:
+    last = choose(POOL, replace(NEED, rungs_left=1), {})
+    assert all(c.expected_total == c.call_cost for c in last.candidates)
+    assert last.chosen == "cheap"  # still the cheapest adequate; the threshold guards quality
+    assert choose(POOL, replace(BY_AGREEMENT, rungs_left=1), {}).reason.startswith("cheapest expected total")
