@@ -23,9 +23,10 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from functools import lru_cache
+from typing import Any, NamedTuple, Protocol
 
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
@@ -70,8 +71,7 @@ class Rule(Protocol):
     def __call__(self, spec: ModelSpec, need: Need) -> Denial | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):  # a tuple: built for every candidate of every decision
     model: str
     vendor: str
     p_pass: float
@@ -125,7 +125,12 @@ def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> f
 
 def max_call_cost(spec: ModelSpec, need: Need) -> Decimal:
     """The most this call can cost: what budgets reserve."""
-    return spec.cost(need.input_tokens, need.max_tokens)
+    return _worst_case(spec.input_price, spec.output_price, need.input_tokens, need.max_tokens)
+
+
+@lru_cache(maxsize=4096)  # several rules ask it of every candidate of every decision
+def _worst_case(input_price: Decimal, output_price: Decimal, input_tokens: int, max_tokens: int) -> Decimal:
+    return input_price * input_tokens + output_price * max_tokens
 
 
 def choose(
@@ -141,9 +146,10 @@ def choose(
     allowed: list[tuple[ModelSpec, Posterior]] = []
     for spec in pool:
         posterior = settings.adequacy.posterior(spec, tallies.get(spec.id))
-        denial = _builtin_denial(spec, need, posterior.mean) or next(
-            (d for rule in rules if (d := rule(spec, need))), None
-        )
+        denial = _builtin_denial(spec, need, posterior.mean)
+        for rule in rules if denial is None else ():
+            if (denial := rule(spec, need)) is not None:
+                break
         if denial is None:
             allowed.append((spec, posterior))
         else:
@@ -220,19 +226,23 @@ def _price_opinions(estimates: list[Estimate], need: Need, threshold: float) -> 
     """Expected totals of opinions: E(b | q) = c_b + (1 − q·p_b) · escalation past both, and for a
     first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models."""
     rungs_after = (need.rungs_left if need.rungs_left is not None else 3) - (1 if need.confirming is not None else 2)
-    escalation = _Escalation(estimates, threshold) if rungs_after > 0 else None
-
-    def second(b: Estimate, q: float) -> float:
-        return b.call_cost + (1 - q * b.p_pass) * (escalation.cost(max(q, b.p_pass)) if escalation else 0.0)
-
+    escalate = _Escalation(estimates, threshold).cost if rungs_after > 0 else lambda floor: 0.0
+    # (vendor, c_b, p_b, escalation past b alone): the inner loop below runs n² times per decision
+    rows = [(e.vendor, e.call_cost, e.p_pass, escalate(e.p_pass)) for e in estimates]
     if need.confirming is not None:
-        return [replace(e, expected_total=second(e, need.confirming)) for e in estimates]
+        q, past_q = need.confirming, escalate(need.confirming)
+        totals = [c + (1 - q * p) * (past if p >= q else past_q) for _, c, p, past in rows]
+        return [_with_total(e, total) for e, total in zip(estimates, totals, strict=True)]
     priced = []
-    for a in estimates:
-        seconds = [second(b, a.p_pass) for b in estimates if b.vendor != a.vendor]
+    for e, (vendor, cost, p_a, past_a) in zip(estimates, rows, strict=True):
+        seconds = [c + (1 - p_a * p) * (past if p >= p_a else past_a) for v, c, p, past in rows if v != vendor]
         if seconds:
-            priced.append(replace(a, expected_total=a.call_cost + min(seconds)))
+            priced.append(_with_total(e, cost + min(seconds)))
     return priced or estimates
+
+
+def _with_total(e: Estimate, total: float) -> Estimate:
+    return Estimate(e.model, e.vendor, e.p_pass, e.call_cost, total)
 
 
 class _Escalation:
@@ -242,13 +252,12 @@ class _Escalation:
     def __init__(self, estimates: list[Estimate], threshold: float) -> None:
         ranked = sorted(estimates, key=lambda e: e.p_pass)
         self.p = [e.p_pass for e in ranked]
-        self.suffix: list[float] = [0.0] * (len(ranked) + 1)  # cost for "stronger than p[i-1]"
+        self.suffix: list[float] = [0.0] * (len(ranked) + 1)  # [i]: stronger than p[i-1]; [n]: nothing is
         cheapest_adequate: float | None = None
         for i in range(len(ranked) - 1, -1, -1):
             if ranked[i].p_pass >= threshold:
                 cheapest_adequate = min(ranked[i].call_cost, cheapest_adequate or ranked[i].call_cost)
-            strongest = ranked[-1].call_cost
-            self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else strongest
+            self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else ranked[-1].call_cost
 
     def cost(self, floor: float) -> float:
         return self.suffix[bisect.bisect_right(self.p, floor)]

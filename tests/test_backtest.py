@@ -197,3 +197,26 @@ def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path)
     assert [a.model for a in result.attempts] == ["small", "tiny", "large"]  # the pair, then the arbiter
     assert result.attempts[0].verdict is not None and not result.attempts[0].verdict.verifies
     assert result.status == "unverified" and result.model == "large" and result.answer == "C"
+
+
+def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: Path) -> None:
+    header = "task_id,model,correct,category,vendor,verdict,answer,input_tokens,output_tokens,cost_usd,latency_s"
+    lines = [
+        "t1, gpt-4o-mini ,1,math,OpenAI,pass,B,1000,100,,0.5",  # cost from tokens × the catalog price
+        "t1,tiny,0.25,math,DeepSeek,FAIL,,10,5,0.0001,",
+        "t2,tiny,0,,DeepSeek,,C,,,0.00012345678,1.25",  # blank category → general; blanks → None
+        "t2,gpt-4o-mini,1.0,law,,yes,C,12.0,3,0.002,",  # vendor from the catalog; tokens as floats
+    ]
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("\n".join([header, *lines]) + "\n")
+    jsonl = tmp_path / "t.jsonl"  # read row by row: the reference
+    names = header.split(",")
+    jsonl.write_text("".join(json.dumps(dict(zip(names, line.split(","), strict=True))) + "\n" for line in lines))
+    from backtest._columnar import convert
+    from backtest.traces import _read
+
+    assert convert(_read(csv_file).table, Catalog.bundled()) is not None  # the file does take the fast path
+    fast, rows = load_traces(csv_file), load_traces(jsonl)
+    assert fast.tasks == rows.tasks and fast.models == rows.models and not fast.issues
+    assert fast.tasks["t2"].category == "general" and fast.tasks["t1"].outcomes["tiny"].verdict is False
+    assert fast.tasks["t1"].outcomes["gpt-4o-mini"].cost == Catalog.bundled()["gpt-4o-mini"].cost(1000, 100)
