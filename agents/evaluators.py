@@ -183,8 +183,10 @@ class Agreement:
 class Consensus:
     """Agreement with an earlier rung of the same task, from a different vendor: no extra call.
 
-    A first answer has nothing to agree with: the verdict is inconclusive (it neither passes nor
-    teaches the router), so the cascade asks the next rung, whose answer is the second opinion.
+    A first answer has nothing to agree with: the verdict is inconclusive, so the cascade asks the
+    next rung, whose answer is the second opinion. Verdicts steer the cascade but do not teach the
+    router: agreement is selective evidence (see `Verdict.teaches`); learn from the train split,
+    or from checks that judge an answer on its own.
     """
 
     normaliser: Callable[[str], str] = normalise
@@ -198,10 +200,11 @@ class Consensus:
         ]
         if others:
             model, vendor = others[0]
-            return Verdict(True, 1.0, f"agrees with {model} ({vendor})", self.name)
+            return Verdict(True, 1.0, f"agrees with {model} ({vendor})", self.name, teaches=False)
         if not any(v != judged.spec.vendor for _, v, _ in judged.earlier):
             return Verdict(False, 0.5, "no answer from another vendor yet", self.name, verifies=False)
-        return Verdict(False, 0.0, "disagrees with every earlier answer", self.name)
+        # one of the answers is wrong, not necessarily this one: escalate without blaming it
+        return Verdict(False, 0.0, "disagrees with every earlier answer of another vendor", self.name, teaches=False)
 
 
 _SCORE = re.compile(r"SCORE:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

@@ -18,7 +18,7 @@ from .traces import TraceSet
 __all__ = ["DEFAULT_GRID", "pareto", "plot", "sweep"]
 
 DEFAULT_GRID: dict[str, list[Any]] = {
-    "threshold": [0.4, 0.5, 0.6, 0.7],
+    "threshold": [0.5, 0.6, 0.65, 0.7, 0.75],
     "max_rungs": [2, 3, 4],
     "explore": [False, True],
 }

@@ -229,7 +229,7 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
         verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
     except BudgetExceeded as exc:  # the answer is paid for: keep it, unverified, and say why
         verdict = Verdict(True, 0.5, f"not verified: {exc}", "budget", verifies=False)
-    if verdict.verifies and pending.attempt.call_id:  # only real evaluations teach the router
+    if verdict.verifies and verdict.teaches and pending.attempt.call_id:  # what the router may learn from
         await ctx.governor.ledger.set_verdict(pending.attempt.call_id, verdict.passed, verdict.score, verdict.evaluator)
     done = replace(pending.attempt, verdict=verdict)
     if verdict.passed:
@@ -239,7 +239,9 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
         asked = frozenset(a.vendor for a in (*state.get("attempts", []), done) if a.answer is not None)
         update = {"attempts": [done], "independent_of": asked, "confirming": pending.p_pass, "floor": floor}
         return Command(update=update, goto="route")
-    return Command(update={"attempts": [done], "floor": floor, "confirming": None}, goto="route")
+    # a failed check: escalate to a stronger model, of any vendor (the evaluator decides what its agreement proves)
+    update = {"attempts": [done], "floor": floor, "confirming": None, "independent_of": frozenset()}
+    return Command(update=update, goto="route")
 
 
 def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, Any]:

@@ -39,7 +39,12 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """An evaluator's judgement. `verifies` is False for sanity checks that cannot vouch for an answer."""
+    """An evaluator's judgement. `verifies` is False for sanity checks that cannot vouch for an answer.
+
+    `teaches` is False when the verdict steers the cascade but is no fair evidence about the model:
+    agreement between vendors (a disagreement says one answer is wrong, not which; a confirmation
+    is only possible on the questions where a second opinion was asked).
+    """
 
     passed: bool
     score: float
@@ -47,6 +52,7 @@ class Verdict:
     evaluator: str
     verifies: bool = True
     cost: Decimal = Decimal(0)
+    teaches: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -164,7 +164,7 @@ def test_cli_json_and_sweep_plot(tmp_path: Path) -> None:
     swept = run_cli("backtest", "--traces", str(traces), "--sweep", "--plot", str(png), "--json")
     assert swept.returncode == 0, swept.stderr
     sweep = json.loads(swept.stdout)
-    assert len(sweep["points"]) == 24 and sweep["pareto"]
+    assert len(sweep["points"]) == 30 and sweep["pareto"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -174,29 +174,6 @@ def test_the_shipped_traces_replay_with_zero_violations() -> None:
     result = run_backtest(traces, DEFAULT_POLICY, train_fraction=0.9)  # a tenth as test: quick
     assert result["polycascade"]["violations"] == {"residency": 0, "budget": 0, "vendor_share": 0}
     assert result["baselines"]["best_single"]["models"] == "gpt-4o-2024-05-13"
-
-
-def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path) -> None:
-    path = tmp_path / "t.csv"
-    rows = [("tiny", "DeepSeek", "A", "0.0001"), ("small", "Mistral", "B", "0.0003"), ("large", "OpenAI", "C", "0.003")]
-    path.write_text("task_id,model,correct,cost_usd,vendor,answer\n" + "".join(
-        f"t1,{m},{int(a == 'C')},{c},{v},{a}\n" for m, v, a, c in rows
-    ))  # fmt: skip
-    traces = load_traces(path)
-    ledger = MemoryLedger()
-    gateway = ReplayGateway(traces, Catalog(traces.models.values()), ledger)
-    history = {
-        ("general", "tiny"): Tally(40, 60),
-        ("general", "small"): Tally(60, 40),
-        ("general", "large"): Tally(9, 1),
-    }
-    cascade = Cascade(
-        gateway, list(traces.models.values()), evaluator=Consensus(), governor=Governor(ledger=ledger), history=history
-    )
-    result = asyncio.run(cascade.run_direct(Task("", id="t1", input_tokens=100, max_tokens=100)))
-    assert [a.model for a in result.attempts] == ["small", "tiny", "large"]  # the pair, then the arbiter
-    assert result.attempts[0].verdict is not None and not result.attempts[0].verdict.verifies
-    assert result.status == "unverified" and result.model == "large" and result.answer == "C"
 
 
 def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: Path) -> None:
@@ -220,3 +197,44 @@ def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: 
     assert fast.tasks == rows.tasks and fast.models == rows.models and not fast.issues
     assert fast.tasks["t2"].category == "general" and fast.tasks["t1"].outcomes["tiny"].verdict is False
     assert fast.tasks["t1"].outcomes["gpt-4o-mini"].cost == Catalog.bundled()["gpt-4o-mini"].cost(1000, 100)
+
+
+def _consensus_cascade(
+    path: Path, rows: list[tuple[str, str, str, str]], history: dict
+) -> tuple[Cascade, MemoryLedger]:
+    path.write_text("task_id,model,correct,cost_usd,vendor,answer\n" + "".join(
+        f"t1,{m},{int(a == 'C')},{c},{v},{a}\n" for m, v, a, c in rows
+    ))  # fmt: skip
+    traces = load_traces(path)
+    ledger = MemoryLedger()
+    gateway = ReplayGateway(traces, Catalog(traces.models.values()), ledger)
+    pool = list(traces.models.values())
+    return Cascade(gateway, pool, evaluator=Consensus(), governor=Governor(ledger=ledger), history=history), ledger
+
+
+def test_after_a_disagreement_the_arbiter_may_share_a_vendor_and_agreement_teaches_nothing(tmp_path: Path) -> None:
+    rows = [("tiny", "DeepSeek", "A", "0.0001"), ("small", "Mistral", "C", "0.0003"), ("pro", "DeepSeek", "C", "0.003")]
+    history = {("general", "tiny"): Tally(40, 60), ("general", "small"): Tally(60, 40), ("general", "pro"): Tally(9, 1)}
+    cascade, ledger = _consensus_cascade(tmp_path / "t.csv", rows, history)
+    result = asyncio.run(cascade.run_direct(Task("", id="t1", input_tokens=100, max_tokens=100)))
+    assert [a.model for a in result.attempts] == ["small", "tiny", "pro"]  # pro: DeepSeek, like tiny
+    assert (
+        result.status == "verified"
+        and result.answer == "C"
+        and "agrees with small" in result.stop_reason + str(result.chosen.verdict if result.chosen else "")
+    )
+    assert asyncio.run(ledger.tallies()) == {}  # agreement steered the climb but taught the router nothing
+
+
+def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path) -> None:
+    rows = [("tiny", "DeepSeek", "A", "0.0001"), ("small", "Mistral", "B", "0.0003"), ("large", "OpenAI", "C", "0.003")]
+    history = {
+        ("general", "tiny"): Tally(40, 60),
+        ("general", "small"): Tally(60, 40),
+        ("general", "large"): Tally(9, 1),
+    }
+    cascade, _ = _consensus_cascade(tmp_path / "t.csv", rows, history)
+    result = asyncio.run(cascade.run_direct(Task("", id="t1", input_tokens=100, max_tokens=100)))
+    assert [a.model for a in result.attempts] == ["small", "tiny", "large"]  # the pair, then the arbiter
+    assert result.attempts[0].verdict is not None and not result.attempts[0].verdict.verifies
+    assert result.status == "unverified" and result.model == "large" and result.answer == "C"
