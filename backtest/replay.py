@@ -8,7 +8,7 @@ recorded answer. `correct` is used to score the result, never to steer it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -101,11 +101,15 @@ def history_from(traces: TraceSet, train_ids: Iterable[str]) -> dict[tuple[str, 
 
 async def replay(
     traces: TraceSet,
-    test_ids: list[str],
+    test_ids: Sequence[str],
     policy: Policy,
     settings: CascadeSettings,
     history: Mapping[tuple[str, str], Tally],
+    *,
+    positions: Sequence[int] | None = None,
+    max_tokens: int | None = None,
 ) -> tuple[list[TaskScore], Ledger, Governor]:
+    """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time."""
     ledger = MemoryLedger()
     catalog = Catalog(traces.models.values())
     gateway = ReplayGateway(traces, catalog, ledger)
@@ -116,11 +120,11 @@ async def replay(
         gateway, pool, evaluator=evaluator_for(traces, gateway, pool), governor=governor, settings=settings,
         history=history,
     )  # fmt: skip
-    max_tokens = _typical_max_tokens(traces)
+    max_tokens = max_tokens or typical_max_tokens(traces)
     scores = []
-    for task_id in test_ids:
+    for task_id, position in zip(test_ids, positions or range(len(test_ids)), strict=True):
         trace = traces.tasks[task_id]
-        clock.now += 1.0
+        clock.now = _Clock.START + position + 1.0
         task = Task(
             "", kind=trace.category, data_class=policy.default_data_class, max_tokens=max_tokens, id=task_id,
             run_id="backtest", input_tokens=_input_tokens(trace),
@@ -143,7 +147,7 @@ def _input_tokens(trace: object) -> int:
     return max(known) if known else 1
 
 
-def _typical_max_tokens(traces: TraceSet) -> int:
+def typical_max_tokens(traces: TraceSet) -> int:
     """A max_tokens like the one the recorded runs used: the 99th percentile of recorded outputs."""
     outputs = sorted(o.output_tokens for t in traces.tasks.values() for o in t.outcomes.values() if o.output_tokens)
     return max(outputs[int(len(outputs) * 0.99)] if outputs else 0, 1)
@@ -152,8 +156,10 @@ def _typical_max_tokens(traces: TraceSet) -> int:
 class _Clock:
     """Replay time: one simulated second per task, so windows and cooldowns behave as live."""
 
+    START = 1_700_000_000.0
+
     def __init__(self) -> None:
-        self.now = 1_700_000_000.0
+        self.now = self.START
 
     def __call__(self) -> float:
         return self.now

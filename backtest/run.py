@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from graphs.cascade import CascadeSettings
 from policies.config import Policy
-from polycascade._sync import run_sync
-from polycascade.catalog import ModelSpec
-from polycascade.governor import Governor
-from polycascade.ledger import Ledger
+from polycascade.ledger import SpendRow
 
 from .baselines import Stats, baselines
-from .replay import TaskScore, history_from, replay
+from .replay import TaskScore, history_from
+from .shards import replay_split
 from .traces import TraceSet
 
 __all__ = ["run_backtest", "split"]
@@ -42,14 +38,18 @@ def run_backtest(
     seed: int = 0,
     settings: CascadeSettings | None = None,
     with_baselines: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
+    """`workers`: processes for the replay (default: every core; see `backtest.shards`)."""
     train, test = split(list(traces.tasks), train_fraction, seed)
     if not test:
         raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
     stats = Stats(traces, train)
     settings = settings or CascadeSettings.from_policy(policy)
     settings = replace(settings, routing=replace(settings.routing, output_fraction=_output_fraction(traces)))
-    scores, ledger, governor = run_sync(replay(traces, test, policy, settings, history_from(traces, train)))
+    pending = replay_split(traces, test, policy, settings, history_from(traces, train), workers)
+    compared = baselines(traces, stats, test) if with_baselines else {}  # while the workers replay
+    replayed = pending.result()
     best = _best(stats, traces)
     best_cost = sum((o.cost for t in test if (o := traces.tasks[t].outcomes.get(best))), Decimal(0))
     result: dict[str, Any] = {
@@ -65,15 +65,15 @@ def run_backtest(
             "max_rungs": settings.max_rungs,
         },
         "polycascade": {
-            **summarise(scores, best_cost),
-            **run_sync(_spend(ledger)),
-            "violations": run_sync(audit(ledger, governor, policy, traces.models)),
+            **summarise(replayed.scores, best_cost),
+            **_spend(replayed.spend),
+            "violations": replayed.violations,
         },
+        "replay": {"workers": replayed.workers, "why_one_worker": replayed.why_serial},
     }
     if with_baselines:
         result["baselines"] = {
-            name: {"models": models, **summarise(s, best_cost)}
-            for name, (models, s) in baselines(traces, stats, test).items()
+            name: {"models": models, **summarise(s, best_cost)} for name, (models, s) in compared.items()
         }
     return result
 
@@ -103,10 +103,9 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
     }
 
 
-async def _spend(ledger: Ledger) -> dict[str, Any]:
+def _spend(spend: dict[str, dict[str, SpendRow]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("vendor", "jurisdiction"):
-        rows = await ledger.spend_by(key)
+    for key, rows in spend.items():
         total = sum((r.cost for r in rows.values()), Decimal(0))
         calls = sum(r.calls for r in rows.values())
         out[f"by_{key}"] = {
@@ -119,26 +118,3 @@ async def _spend(ledger: Ledger) -> dict[str, Any]:
             for group, r in sorted(rows.items(), key=lambda kv: -kv[1].cost)
         }
     return out
-
-
-async def audit(ledger: Ledger, governor: Governor, policy: Policy, specs: Mapping[str, ModelSpec]) -> dict[str, int]:
-    """Count policy violations in the ledger, after the fact, whatever the rules did at the time."""
-    calls = await ledger.calls()
-    residency = sum(1 for c in calls if not governor.residency_allows(specs[c.model], c.data_class))
-    budget = 0
-    if policy.budgets.per_run_usd is not None:
-        by_run: dict[str, Decimal] = defaultdict(Decimal)
-        for c in calls:
-            by_run[c.run_id] += c.cost
-        budget = sum(1 for spent in by_run.values() if spent > policy.budgets.per_run_usd)
-    share = 0
-    if policy.vendor_share is not None:
-        api = [c for c in calls if c.host_jurisdiction != "self"]
-        total = sum((c.cost for c in api), Decimal(0))
-        tolerance = max((c.cost for c in api), default=Decimal(0)) + policy.vendor_share.min_volume_usd
-        by_vendor: dict[str, Decimal] = defaultdict(Decimal)
-        for c in api:
-            by_vendor[c.vendor] += c.cost
-        cap = Decimal(str(policy.vendor_share.max_share))
-        share = sum(1 for spent in by_vendor.values() if spent > cap * total + tolerance)
-    return {"residency": residency, "budget": budget, "vendor_share": share}

@@ -35,6 +35,13 @@ class Adequacy:
     prior_strength: float = 4.0
     default_quality: float = 0.5
 
+    def mean(self, spec: ModelSpec, tally: Tally | None) -> float:
+        """The posterior mean, without building the posterior: asked of every candidate of every decision."""
+        quality = min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
+        if tally is None:
+            return quality
+        return (quality * self.prior_strength + tally.passes) / (self.prior_strength + tally.passes + tally.fails)
+
     def posterior(self, spec: ModelSpec, tally: Tally | None) -> Posterior:
         quality = min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
         passes, fails = (tally.passes, tally.fails) if tally else (0, 0)

@@ -23,6 +23,7 @@ class CircuitBreaker:
     opened_at: float = 0.0
     probe_in_flight: bool = False
     _events: deque[tuple[float, bool]] = field(default_factory=deque)
+    _failures: int = 0  # among _events, kept as they come and go: record() is on every call's path
 
     def allows(self, now: float) -> bool:
         if self.state == "open" and now - self.opened_at >= self.config.cooldown_s:
@@ -41,17 +42,22 @@ class CircuitBreaker:
             self.probe_in_flight = False
             if ok:
                 self.state = "closed"
-                self._events.clear()
+                self._forget()
             else:
                 self.state, self.opened_at = "open", now
             return
         self._events.append((now, ok))
+        self._failures += not ok
         while self._events and now - self._events[0][0] > self.config.window_s:
-            self._events.popleft()
-        failures = sum(not ok for _, ok in self._events)
-        if len(self._events) >= self.config.min_calls and failures / len(self._events) >= self.config.failure_rate:
+            self._failures -= not self._events.popleft()[1]
+        calls = len(self._events)
+        if calls >= self.config.min_calls and self._failures / calls >= self.config.failure_rate:
             self.state, self.opened_at = "open", now
-            self._events.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._events.clear()
+        self._failures = 0
 
     def describe(self, now: float) -> dict[str, object]:
         return {"state": self.state, "reopens_in_s": max(0.0, self.config.cooldown_s - (now - self.opened_at))}

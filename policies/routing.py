@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 
-from .adequacy import Adequacy, Posterior
+from .adequacy import Adequacy
 
 __all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose"]
 
@@ -100,12 +100,15 @@ class Decision:
     def estimate(self) -> Estimate | None:
         return next((c for c in self.candidates if c.model == self.chosen), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, top: int = 10) -> dict[str, Any]:
+        """What the ledger keeps: the `top` best-ranked candidates (and the chosen), every rejection."""
+        shown = [c for i, c in enumerate(self.candidates) if i < top or c.model == self.chosen]
         return {
             "chosen": self.chosen,
             "reason": self.reason,
             "threshold": self.threshold,
-            "candidates": [{**c.to_dict(), "adequate": c.p_pass >= self.threshold} for c in self.candidates],
+            "candidates": [{**c.to_dict(), "adequate": c.p_pass >= self.threshold} for c in shown],
+            "candidates_not_shown": len(self.candidates) - len(shown),
             "rejected": {model: d.to_dict() for model, d in sorted(self.rejected.items())},
         }
 
@@ -143,28 +146,31 @@ def choose(
 ) -> Decision:
     """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`."""
     rejected: dict[str, Denial] = {}
-    allowed: list[tuple[ModelSpec, Posterior]] = []
+    allowed: list[tuple[ModelSpec, float]] = []  # with P(pass)
+    mean = settings.adequacy.mean
     for spec in pool:
-        posterior = settings.adequacy.posterior(spec, tallies.get(spec.id))
-        denial = _builtin_denial(spec, need, posterior.mean)
+        p = mean(spec, tallies.get(spec.id))
+        denial = _builtin_denial(spec, need, p)
         for rule in rules if denial is None else ():
             if (denial := rule(spec, need)) is not None:
                 break
         if denial is None:
-            allowed.append((spec, posterior))
+            allowed.append((spec, p))
         else:
             rejected[spec.id] = denial
     if not allowed:
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
-    estimates = _plan(allowed, need, settings.output_fraction)
     if _is_opinion(need):
-        estimates = _price_opinions(estimates, need, settings.threshold)
+        costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
+        calls = [Estimate(spec.id, spec.vendor, p, c, c) for (spec, p), c in zip(allowed, costs, strict=True)]
+        estimates = _price_opinions(calls, need, settings.threshold)
         chosen = min(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model))
         return _decision(chosen, _why_opinion(chosen, need), estimates, rejected, settings)
+    estimates = _plan(allowed, need, settings.output_fraction)
     greedy = _greedy(estimates, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
     if settings.explore and rng is not None:
-        explored = _thompson(allowed, estimates, greedy, settings, rng)
+        explored = _thompson(allowed, estimates, greedy, settings, tallies, rng)
         if explored is not None and explored.model != greedy.model:
             chosen = explored
             reason = (
@@ -180,13 +186,23 @@ def _decision(
     return Decision(chosen.model, reason, ordered, rejected, settings.threshold)
 
 
+_TRIED = Denial("tried", "already attempted for this task")
+
+
+@lru_cache(maxsize=1024)  # denials are immutable and these repeat on every decision of every task
+def _vendor_denial(rule: str, vendor: str) -> Denial:
+    if rule == "failover":
+        return Denial(rule, f"{vendor} just failed this task; failing over to another vendor")
+    return Denial(rule, "a second opinion must come from a vendor not yet asked", {"vendor": vendor})
+
+
 def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
     if spec.id in need.tried:
-        return Denial("tried", "already attempted for this task")
+        return _TRIED
     if spec.vendor in need.avoid_vendors:
-        return Denial("failover", f"{spec.vendor} just failed this task; failing over to another vendor")
+        return _vendor_denial("failover", spec.vendor)
     if spec.vendor in need.independent_of:
-        return Denial("independence", "a second opinion must come from a vendor not yet asked", {"vendor": spec.vendor})
+        return _vendor_denial("independence", spec.vendor)
     if missing := need.capabilities - spec.capabilities:
         return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
     needed = max(need.input_tokens + need.max_tokens, need.min_context)
@@ -203,12 +219,12 @@ def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
     return None
 
 
-def _plan(allowed: list[tuple[ModelSpec, Posterior]], need: Need, output_fraction: float) -> list[Estimate]:
+def _plan(allowed: list[tuple[ModelSpec, float]], need: Need, output_fraction: float) -> list[Estimate]:
     """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
     estimates: list[Estimate] = []
     best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
     last = need.rungs_left is not None and need.rungs_left <= 1
-    costed = [(spec, posterior.mean, expected_call_cost(spec, need, output_fraction)) for spec, posterior in allowed]
+    costed = [(spec, p, expected_call_cost(spec, need, output_fraction)) for spec, p in allowed]
     for spec, p, cost in sorted(costed, key=lambda c: (-c[1], c[2])):
         total = cost + (1 - p) * (best_stronger or 0.0)
         estimates.append(Estimate(spec.id, spec.vendor, p, cost, total))
@@ -285,20 +301,21 @@ def _why(chosen: Estimate, threshold: float) -> str:
 
 
 def _thompson(
-    allowed: list[tuple[ModelSpec, Posterior]],
+    allowed: list[tuple[ModelSpec, float]],
     estimates: list[Estimate],
     greedy: Estimate,
     settings: RoutingSettings,
+    tallies: Mapping[str, Tally],
     rng: random.Random,
 ) -> Estimate | None:
     """The cheapest candidate whose sampled P(pass) is adequate, within the exploration cost cap."""
     by_id = {e.model: e for e in estimates}
     cap = greedy.call_cost * settings.explore_cost_ratio
     affordable = sorted(
-        ((by_id[spec.id], posterior) for spec, posterior in allowed if by_id[spec.id].call_cost <= cap),
+        ((by_id[spec.id], spec) for spec, _ in allowed if by_id[spec.id].call_cost <= cap),
         key=lambda pair: (pair[0].call_cost, pair[0].model),
     )
-    for estimate, posterior in affordable:  # one draw per candidate, in a fixed order: seeded runs repeat
-        if posterior.sample(rng) >= settings.threshold:
+    for estimate, spec in affordable:  # one draw per candidate, in a fixed order: seeded runs repeat
+        if settings.adequacy.posterior(spec, tallies.get(spec.id)).sample(rng) >= settings.threshold:
             return estimate
     return None

@@ -16,7 +16,15 @@ from polycascade.catalog import ModelSpec
 from .config import ANY, DataClassRule, ShareCap
 from .routing import Denial, Need, Rule, max_call_cost
 
-__all__ = ["BudgetState", "Snapshot", "breaker_rule", "budget_rule", "residency_rule", "share_cap_rule"]
+__all__ = [
+    "BudgetState",
+    "Snapshot",
+    "breaker_rule",
+    "budget_rule",
+    "memoised",
+    "residency_rule",
+    "share_cap_rule",
+]
 
 EU = frozenset(
     {
@@ -114,6 +122,19 @@ def residency_rule(data_class: str, rule: DataClassRule | None) -> Rule:
         return None
 
     return residency
+
+
+def memoised(rule: Rule) -> Rule:
+    """A rule that reads only the model's identity and hosting (residency), asked once per model."""
+    seen: dict[tuple[str, str, str, str], Denial | None] = {}
+
+    def once_per_model(spec: ModelSpec, need: Need) -> Denial | None:
+        key = (spec.id, spec.jurisdiction, spec.host_jurisdiction, spec.hosting)
+        if key not in seen:
+            seen[key] = rule(spec, need)
+        return seen[key]
+
+    return once_per_model
 
 
 def share_cap_rule(cap: ShareCap, snapshot: Snapshot) -> Rule:

@@ -25,7 +25,15 @@ from policies.breaker import CircuitBreaker
 from policies.config import DataClassRule, Policy
 from policies.redaction import redact_text
 from policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
-from policies.rules import BudgetState, Snapshot, breaker_rule, budget_rule, residency_rule, share_cap_rule
+from policies.rules import (
+    BudgetState,
+    Snapshot,
+    breaker_rule,
+    budget_rule,
+    memoised,
+    residency_rule,
+    share_cap_rule,
+)
 
 from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
 from .catalog import ModelSpec
@@ -73,6 +81,7 @@ class Governor:
         self.policy, self.ledger, self.clock = policy, ledger or MemoryLedger(), clock
         self.accounts: Accounts = _accounts_for(self.ledger, clock, refresh_s)
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
+        self._residency_rules: dict[str, Rule] = {}
 
     # public -----------------------------------------------------------------------------------
     async def route(
@@ -122,11 +131,11 @@ class Governor:
             self._breaker(reservation.spec.vendor).record(self.clock(), vendor_ok)
 
     def rules(self, data_class: str, snapshot: Snapshot) -> list[Rule]:
-        rules = [
-            residency_rule(data_class, self.policy.data_classes.get(data_class)),
-            breaker_rule(snapshot.open_vendors),
-            budget_rule(snapshot.budgets),
-        ]
+        rules = [self._residency(data_class)]  # the others only when something is at stake: they run per candidate
+        if snapshot.open_vendors:
+            rules.append(breaker_rule(snapshot.open_vendors))
+        if snapshot.budgets:
+            rules.append(budget_rule(snapshot.budgets))
         if self.policy.vendor_share is not None:
             rules.append(share_cap_rule(self.policy.vendor_share, snapshot))
         return rules
@@ -140,7 +149,15 @@ class Governor:
         return replace(request, messages=messages)
 
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
-        return residency_rule(data_class, self.policy.data_classes.get(data_class))(spec, Need()) is None
+        return self._residency(data_class)(spec, Need()) is None
+
+    def _residency(self, data_class: str) -> Rule:
+        """Residency depends only on the policy, the data class and the model: decided once per model."""
+        if data_class not in self._residency_rules:
+            self._residency_rules[data_class] = memoised(
+                residency_rule(data_class, self.policy.data_classes.get(data_class))
+            )
+        return self._residency_rules[data_class]
 
     # state ------------------------------------------------------------------------------------
     async def _reserve(self, spec: ModelSpec, amount: Decimal, context: CallContext) -> Reservation:
@@ -167,14 +184,16 @@ class Governor:
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
     def _scopes(self, ctx: CallContext) -> Iterator[tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]]:
-        b, (day, day_start) = self.policy.budgets, self._day()
+        b = self.policy.budgets
+        tenant_limit = b.per_tenant_day_usd.get(ctx.tenant, b.default_tenant_day_usd)
+        daily = b.per_day_usd is not None or tenant_limit is not None
+        day, day_start = self._day() if daily else ("", 0.0)  # time zones are slow: only when a day counts
         if b.per_run_usd is not None:
             yield f"run:{ctx.run_id}", b.per_run_usd, lambda: self._spent(run_id=ctx.run_id)
         if b.per_task_usd is not None:
             yield f"task:{ctx.run_id}:{ctx.task_id}", b.per_task_usd, lambda: self._spent(task_id=ctx.task_id)
         if b.per_day_usd is not None:
             yield f"day:{day}", b.per_day_usd, lambda: self._spent(since=day_start)
-        tenant_limit = b.per_tenant_day_usd.get(ctx.tenant, b.default_tenant_day_usd)
         if tenant_limit is not None:
             yield f"tenant:{ctx.tenant}:{day}", tenant_limit, lambda: self._spent(since=day_start, tenant=ctx.tenant)
 

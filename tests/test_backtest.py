@@ -16,6 +16,7 @@ from agents.evaluators import Consensus
 from backtest import load_traces, run_backtest, split
 from backtest.replay import ReplayGateway
 from graphs.cascade import Cascade
+from policies.config import ShareCap
 from polycascade import ConfigError, Task
 from polycascade.catalog import Catalog
 from polycascade.governor import DEFAULT_POLICY, Governor
@@ -238,3 +239,17 @@ def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path)
     assert [a.model for a in result.attempts] == ["small", "tiny", "large"]  # the pair, then the arbiter
     assert result.attempts[0].verdict is not None and not result.attempts[0].verdict.verifies
     assert result.status == "unverified" and result.model == "large" and result.answer == "C"
+
+
+def test_replaying_task_kinds_in_parallel_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backtest import shards
+
+    monkeypatch.setattr(shards, "MIN_TASKS_PER_WORKER", 10)
+    traces = load_traces(synthetic(tmp_path / "t.csv", 200))
+    serial = run_backtest(traces, DEFAULT_POLICY, workers=1, with_baselines=False)
+    parallel = run_backtest(traces, DEFAULT_POLICY, workers=2, with_baselines=False)
+    assert (serial["replay"]["workers"], parallel["replay"]["workers"]) == (1, 2)
+    assert serial["polycascade"] == parallel["polycascade"]
+    capped = DEFAULT_POLICY.model_copy(update={"vendor_share": ShareCap(max_share=0.9)})
+    coupled = run_backtest(traces, capped, workers=2, with_baselines=False)["replay"]
+    assert coupled == {"workers": 1, "why_one_worker": "the vendor share cap couples every task"}

@@ -1,0 +1,185 @@
+"""Replay the test split on every core, by task kind, when that changes nothing.
+
+The router learns per task kind, so kinds replay independently and give the same result in any
+process, unless something couples them: money shared across tasks (a vendor share cap, a run,
+day or tenant budget), one random stream (exploration), or a missing outcome (a provider failure
+opens a vendor's circuit breaker for every kind). Then everything runs in one process.
+
+Workers are forked after the traces are loaded, so a million outcomes are shared, not copied.
+Each returns its scores, spend per vendor and jurisdiction, and policy-violation counts.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from graphs.cascade import CascadeSettings
+from policies.config import Policy
+from polycascade._sync import run_sync
+from polycascade.catalog import ModelSpec
+from polycascade.governor import Governor
+from polycascade.ledger import Ledger, SpendRow, Tally
+
+from .replay import TaskScore, replay, typical_max_tokens
+from .traces import TraceSet
+
+__all__ = ["PendingReplay", "Replayed", "replay_split"]
+
+MIN_TASKS_PER_WORKER = 2_000  # below this, forking costs more than it saves
+SPEND_KEYS = ("vendor", "jurisdiction")
+
+
+@dataclass
+class Replayed:
+    scores: list[TaskScore]
+    spend: dict[str, dict[str, SpendRow]]  # "vendor" / "jurisdiction" → group → calls and cost
+    violations: dict[str, int]
+    workers: int = 1
+    why_serial: str | None = field(default=None, compare=False)
+
+
+def replay_split(
+    traces: TraceSet,
+    test_ids: list[str],
+    policy: Policy,
+    settings: CascadeSettings,
+    history: Mapping[tuple[str, str], Tally],
+    workers: int | None = None,
+) -> PendingReplay:
+    """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
+    workers = workers or len(os.sched_getaffinity(0))
+    why_serial = coupling(traces, test_ids, policy, settings)
+    shards = _shards(traces, test_ids, min(workers, len(test_ids) // MIN_TASKS_PER_WORKER))
+    max_tokens = typical_max_tokens(traces)
+    if why_serial is not None or len(shards) < 2:
+        job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens)
+        return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
+    positions = {task_id: i for i, task_id in enumerate(test_ids)}
+    jobs = [(traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens) for ids in shards]
+    return PendingReplay(test_ids, jobs=jobs)
+
+
+class PendingReplay:
+    def __init__(
+        self,
+        test_ids: list[str],
+        *,
+        jobs: list[tuple[Any, ...]] | None = None,
+        serial: tuple[Any, ...] | None = None,
+        why_serial: str | None = None,
+    ) -> None:
+        self.test_ids, self.serial, self.why_serial = test_ids, serial, why_serial
+        self.pool: Any = None
+        if jobs:
+            _stash(jobs)  # before the fork: the workers inherit the jobs instead of unpickling the traces
+            gc.freeze()  # and their collectors leave the shared pages alone
+            self.pool = multiprocessing.get_context("fork").Pool(len(jobs))
+            self.parts = self.pool.map_async(_replay_shard_forked, range(len(jobs)), chunksize=1)
+
+    def result(self) -> Replayed:
+        if self.serial is not None:
+            result = _replay_shard(self.serial)
+            result.why_serial = self.why_serial
+            return result
+        try:
+            return _merge(self.parts.get(), self.test_ids)
+        finally:
+            self.pool.close()
+            self.pool.join()
+            gc.unfreeze()
+            _stash(None)
+
+
+def coupling(traces: TraceSet, test_ids: Sequence[str], policy: Policy, settings: CascadeSettings) -> str | None:
+    """Why task kinds cannot replay apart, or None."""
+    b = policy.budgets
+    if policy.vendor_share is not None:
+        return "the vendor share cap couples every task"
+    if b.per_run_usd is not None or b.per_day_usd is not None or b.per_tenant_day_usd or b.default_tenant_day_usd:
+        return "a run, day or tenant budget couples every task"
+    if settings.routing.explore:
+        return "exploration draws from one random stream"
+    models = len(traces.models)
+    if any(len(traces.tasks[t].outcomes) != models for t in test_ids):
+        return "a missing outcome fails a call, and a vendor's breaker is shared by every kind"
+    return None
+
+
+_JOBS: list[Any] | None = None
+
+
+def _stash(jobs: list[Any] | None) -> None:
+    global _JOBS
+    _JOBS = jobs
+
+
+def _replay_shard_forked(index: int) -> Replayed:
+    assert _JOBS is not None
+    return _replay_shard(_JOBS[index])
+
+
+def _replay_shard(job: tuple[Any, ...]) -> Replayed:
+    traces, ids, positions, policy, settings, history, max_tokens = job
+    scores, ledger, governor = run_sync(
+        replay(traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens)
+    )
+    spend = {key: run_sync(ledger.spend_by(key)) for key in SPEND_KEYS}
+    return Replayed(scores, spend, run_sync(audit(ledger, governor, policy, traces.models)))
+
+
+def _shards(traces: TraceSet, test_ids: list[str], count: int) -> list[list[str]]:
+    """Whole task kinds per shard, largest first onto the lightest shard."""
+    if count < 2:
+        return [test_ids]
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for task_id in test_ids:
+        by_kind[traces.tasks[task_id].category].append(task_id)
+    shards: list[list[str]] = [[] for _ in range(count)]
+    for ids in sorted(by_kind.values(), key=len, reverse=True):
+        min(shards, key=len).extend(ids)
+    return [s for s in shards if s]
+
+
+def _merge(parts: list[Replayed], test_ids: list[str]) -> Replayed:
+    order = {task_id: i for i, task_id in enumerate(test_ids)}
+    scores = sorted((s for p in parts for s in p.scores), key=lambda s: order[s.task_id])
+    spend: dict[str, dict[str, SpendRow]] = {key: {} for key in SPEND_KEYS}
+    violations: dict[str, int] = defaultdict(int)
+    for part in parts:
+        for key, groups in part.spend.items():
+            for group, row in groups.items():
+                seen = spend[key].get(group, SpendRow(0, Decimal(0)))
+                spend[key][group] = SpendRow(seen.calls + row.calls, seen.cost + row.cost)
+        for rule, count in part.violations.items():
+            violations[rule] += count
+    return Replayed(scores, spend, dict(violations), workers=len(parts))
+
+
+async def audit(ledger: Ledger, governor: Governor, policy: Policy, specs: Mapping[str, ModelSpec]) -> dict[str, int]:
+    """Count policy violations in the ledger, after the fact, whatever the rules did at the time."""
+    calls = await ledger.calls()
+    residency = sum(1 for c in calls if not governor.residency_allows(specs[c.model], c.data_class))
+    budget = 0
+    if policy.budgets.per_run_usd is not None:
+        by_run: dict[str, Decimal] = defaultdict(Decimal)
+        for c in calls:
+            by_run[c.run_id] += c.cost
+        budget = sum(1 for spent in by_run.values() if spent > policy.budgets.per_run_usd)
+    share = 0
+    if policy.vendor_share is not None:
+        api = [c for c in calls if c.host_jurisdiction != "self"]
+        total = sum((c.cost for c in api), Decimal(0))
+        tolerance = max((c.cost for c in api), default=Decimal(0)) + policy.vendor_share.min_volume_usd
+        by_vendor: dict[str, Decimal] = defaultdict(Decimal)
+        for c in api:
+            by_vendor[c.vendor] += c.cost
+        cap = Decimal(str(policy.vendor_share.max_share))
+        share = sum(1 for spent in by_vendor.values() if spent > cap * total + tolerance)
+    return {"residency": residency, "budget": budget, "vendor_share": share}
