@@ -60,6 +60,9 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
 
 
+_log = logging.getLogger("polycascade.gateway")
+
+
 class _Backoff(wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -94,7 +97,7 @@ class Gateway:
             return _parse(await _call_litellm(spec, request), spec, call_id, started, attempts)
 
         try:
-            completion = await self._retrying(once)
+            completion = await self._retrying(once, spec.id)
         except errors.PolycascadeError as exc:
             await self._record(spec, request, call_id, started, attempts, type(exc).__name__)
             raise
@@ -113,11 +116,20 @@ class Gateway:
     def complete_sync(self, request: CompletionRequest) -> Completion:
         return run_sync(self.complete(request))
 
-    async def _retrying(self, once: Callable[[], Awaitable[Completion]]) -> Completion:
+    async def _retrying(self, once: Callable[[], Awaitable[Completion]], model: str) -> Completion:
+        def log_retry(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            sleep = state.next_action.sleep if state.next_action else 0.0
+            _log.info(
+                "retrying %s in %.2f s after %s (attempt %d of %d)",
+                model, sleep, type(exc).__name__, state.attempt_number, self.retry.max_attempts,
+            )  # fmt: skip
+
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.retry.max_attempts),
             wait=_Backoff(self.retry),
             retry=retry_if_exception_type(errors.RetryableProviderError),
+            before_sleep=log_retry,
             reraise=True,
         ):
             with attempt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -57,12 +58,18 @@ def ask(prompt: str = "What is 2+2?", **kw: object) -> CompletionRequest:
     return CompletionRequest.of("acme/cheap", prompt, **kw)  # type: ignore[arg-type]
 
 
-async def test_retries_a_429_then_succeeds(gateway: Gateway, server: ScriptedServer, script: Script) -> None:
+async def test_retries_a_429_then_succeeds(
+    gateway: Gateway, server: ScriptedServer, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
     script.queue = [Fault.rate_limit(), "4"]
-    completion = await gateway.complete(ask())
+    with caplog.at_level(logging.INFO, logger="polycascade.gateway"):
+        completion = await gateway.complete(ask())
     assert completion.text == "4"
     assert completion.attempts == 2
     assert server.count() == 2
+    retries = [r.getMessage() for r in caplog.records if r.name == "polycascade.gateway"]
+    assert len(retries) == 1 and retries[0].startswith("retrying acme/cheap in ")
+    assert "RateLimited" in retries[0] and "attempt 1 of" in retries[0]
 
 
 async def test_honours_retry_after(gateway: Gateway, script: Script) -> None:
