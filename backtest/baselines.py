@@ -84,7 +84,7 @@ def baselines(
 def _score(trace: Trace, chosen: Outcome | None, cost: Decimal, answers: int) -> TaskScore:
     return TaskScore(
         trace.task_id, trace.category, chosen.model if chosen else None, chosen.correct if chosen else 0.0,
-        cost, answers, "unverified",
+        cost, answers, "unverified", escalated=answers > 1,
     )  # fmt: skip
 
 

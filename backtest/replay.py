@@ -73,8 +73,9 @@ class TaskScore:
     model: str | None  # whose answer was returned
     correct: float
     cost: Decimal
-    answers: int  # rungs that answered; more than one means the task escalated
+    answers: int  # rungs that answered
     status: str
+    escalated: bool  # a check failed and a stronger model answered (a second opinion is not an escalation)
 
 
 def evaluator_for(traces: TraceSet, gateway: ReplayGateway, pool: Iterable[ModelSpec]) -> Evaluator:
@@ -135,10 +136,12 @@ async def replay(
 
 def _score(category: str, task_id: str, result: TaskResult, gateway: ReplayGateway) -> TaskScore:
     outcome = gateway.outcome(task_id, result.model) if result.model else None  # the answer the cascade returned
-    answered = sum(a.answer is not None for a in result.attempts)
+    answers = [a for a in result.attempts if a.answer is not None]
+    failed = [i for i, a in enumerate(answers) if a.verdict and a.verdict.verifies and not a.verdict.passed]
     return TaskScore(
-        task_id, category, result.model, outcome.correct if outcome else 0.0, result.total_cost, answered, result.status
-    )
+        task_id, category, result.model, outcome.correct if outcome else 0.0, result.total_cost, len(answers),
+        result.status, escalated=bool(failed) and failed[0] < len(answers) - 1,
+    )  # fmt: skip
 
 
 def _input_tokens(trace: object) -> int:

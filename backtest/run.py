@@ -99,7 +99,7 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
         "total_cost_usd": str(cost.quantize(Decimal("1e-6"))),
         "cost_per_correct_usd": str((cost / Decimal(str(right))).quantize(Decimal("1e-8"))) if right else None,
         "cost_vs_best_single": round(float(cost / reference_cost), 4) if reference_cost else None,
-        "escalation_rate": round(sum(s.answers > 1 for s in scores) / n, 4) if n else 0.0,
+        "escalation_rate": round(sum(s.escalated for s in scores) / n, 4) if n else 0.0,
     }
 
 

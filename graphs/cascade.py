@@ -105,7 +105,7 @@ class CascadeState(TypedDict, total=False):
     result: TaskResult
 
 
-def _context(task: Task, node: str, decision: Decision | None = None) -> CallContext:
+def _context(task: Task, node: str, why: dict[str, Any] | None = None) -> CallContext:
     return CallContext(
         run_id=task.run_id,
         task_id=task.id,
@@ -113,7 +113,7 @@ def _context(task: Task, node: str, decision: Decision | None = None) -> CallCon
         task_kind=task.kind,
         data_class=task.data_class,
         tenant=task.tenant,
-        decision=decision.to_dict() if decision else None,
+        decision=why,
     )
 
 
@@ -193,7 +193,7 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     spec = reservation.spec
     rung = len(state.get("attempts", [])) + 1
     why = {**decision.to_dict(), "policy": ctx.governor.policy.name, **reservation.to_dict()}
-    context = replace(_context(task, "attempt"), decision=why)
+    context = _context(task, "attempt", why)
     try:
         request = ctx.governor.prepare(build_request(task, spec, context), spec)
         completion = await ctx.governor.run(reservation, lambda: ctx.gateway.complete(request))

@@ -14,7 +14,7 @@ import pytest
 
 from agents.evaluators import Consensus
 from backtest import load_traces, run_backtest, split
-from backtest.replay import ReplayGateway
+from backtest.replay import ReplayGateway, _score
 from graphs.cascade import Cascade
 from policies.config import ShareCap
 from polycascade import ConfigError, Task
@@ -225,6 +225,9 @@ def test_after_a_disagreement_the_arbiter_may_share_a_vendor_and_agreement_teach
         and "agrees with small" in result.stop_reason + str(result.chosen.verdict if result.chosen else "")
     )
     assert asyncio.run(ledger.tallies()) == {}  # agreement steered the climb but taught the router nothing
+    assert _score("general", "t1", result, cascade.gateway).escalated  # type: ignore[arg-type]
+    second_opinion_only = replace(result, attempts=result.attempts[:2])
+    assert not _score("general", "t1", second_opinion_only, cascade.gateway).escalated  # type: ignore[arg-type]
 
 
 def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path) -> None:
