@@ -99,6 +99,8 @@ class PendingReplay:
 
 def coupling(traces: TraceSet, test_ids: Sequence[str], policy: Policy, settings: CascadeSettings) -> str | None:
     """Why task kinds cannot replay apart, or None."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "this platform cannot fork, and copying the traces to workers would cost more than it saves"
     b = policy.budgets
     if policy.vendor_share is not None:
         return "the vendor share cap couples every task"
