@@ -243,18 +243,33 @@ def _price_opinions(estimates: list[Estimate], need: Need, threshold: float) -> 
     first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models."""
     rungs_after = (need.rungs_left if need.rungs_left is not None else 3) - (1 if need.confirming is not None else 2)
     escalate = _Escalation(estimates, threshold).cost if rungs_after > 0 else lambda floor: 0.0
-    # (vendor, c_b, p_b, escalation past b alone): the inner loop below runs n² times per decision
+    # (vendor, c_b, p_b, escalation past b alone)
     rows = [(e.vendor, e.call_cost, e.p_pass, escalate(e.p_pass)) for e in estimates]
     if need.confirming is not None:
         q, past_q = need.confirming, escalate(need.confirming)
         totals = [c + (1 - q * p) * (past if p >= q else past_q) for _, c, p, past in rows]
         return [_with_total(e, total) for e, total in zip(estimates, totals, strict=True)]
+    by_cost = sorted(rows, key=lambda row: row[1])
     priced = []
     for e, (vendor, cost, p_a, past_a) in zip(estimates, rows, strict=True):
-        seconds = [c + (1 - p_a * p) * (past if p >= p_a else past_a) for v, c, p, past in rows if v != vendor]
-        if seconds:
-            priced.append(_with_total(e, cost + min(seconds)))
+        if (second := _best_second(by_cost, vendor, p_a, past_a)) is not None:
+            priced.append(_with_total(e, cost + second))
     return priced or estimates
+
+
+def _best_second(
+    by_cost: list[tuple[str, float, float, float]], vendor: str, p_a: float, past_a: float
+) -> float | None:
+    """min over other vendors' b of E(b | p_a). Each term is at least c_b, so the scan, cheapest
+    first, stops at the first b dearer than the best so far: a few steps, even among thousands."""
+    best: float | None = None
+    for v, c, p, past in by_cost:
+        if best is not None and c >= best:
+            break
+        if v != vendor:
+            total = c + (1 - p_a * p) * (past if p >= p_a else past_a)
+            best = total if best is None else min(best, total)
+    return best
 
 
 def _with_total(e: Estimate, total: float) -> Estimate:

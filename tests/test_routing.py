@@ -152,3 +152,30 @@ def test_on_the_last_rung_only_the_call_itself_counts() -> None:
     assert all(c.expected_total == c.call_cost for c in last.candidates)
     assert last.chosen == "cheap"  # still the cheapest adequate; the threshold guards quality
     assert choose(POOL, replace(BY_AGREEMENT, rungs_left=1), {}).reason.startswith("cheapest expected total")
+
+
+def test_first_opinion_pricing_matches_brute_force_on_a_large_pool() -> None:
+    rng = random.Random(5)
+    pool = [
+        spec(f"m{i}", f"{rng.uniform(0.01, 20):.4f}", rng.uniform(0.05, 0.95), f"V{rng.randrange(12)}")
+        for i in range(60)
+    ]
+    decision = choose(pool, BY_AGREEMENT, {}, RoutingSettings(threshold=0.7))
+    by = {c.model: c for c in decision.candidates}
+    adequate = [c for c in decision.candidates if c.p_pass >= 0.7]
+
+    def arbiter(floor: float) -> float:  # the cheapest adequate model stronger than both, else the strongest
+        stronger = [c for c in decision.candidates if c.p_pass > floor]
+        fit = [c for c in stronger if c in adequate]
+        return (
+            min(c.call_cost for c in fit) if fit else max(stronger, key=lambda c: c.p_pass).call_cost if stronger else 0
+        )
+
+    for a in by.values():
+        seconds = [
+            b.call_cost + (1 - a.p_pass * b.p_pass) * arbiter(max(a.p_pass, b.p_pass))
+            for b in by.values()
+            if b.vendor != a.vendor
+        ]
+        assert abs(a.expected_total - (a.call_cost + min(seconds))) < 1e-9 * max(1.0, a.expected_total)
+    assert decision.chosen == min(by.values(), key=lambda c: (c.expected_total, -c.p_pass, c.model)).model
