@@ -54,7 +54,7 @@ def replay_split(
     workers: int | None = None,
 ) -> PendingReplay:
     """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or _cores()
     why_serial = coupling(traces, test_ids, policy, settings)
     shards = _shards(traces, test_ids, min(workers, len(test_ids) // MIN_TASKS_PER_WORKER))
     max_tokens = typical_max_tokens(traces)
@@ -95,6 +95,11 @@ class PendingReplay:
             self.pool.join()
             gc.unfreeze()
             _stash(None)
+
+
+def _cores() -> int:
+    """The cores this process may use (a container's limit, not the host's count, where the OS says)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def coupling(traces: TraceSet, test_ids: Sequence[str], policy: Policy, settings: CascadeSettings) -> str | None:
