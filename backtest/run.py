@@ -48,8 +48,10 @@ def run_backtest(
     settings = settings or CascadeSettings.from_policy(policy)
     settings = replace(settings, routing=replace(settings.routing, output_fraction=_output_fraction(traces)))
     pending = replay_split(traces, test, policy, settings, history_from(traces, train), workers)
-    compared = baselines(traces, stats, test) if with_baselines else {}  # while the workers replay
-    replayed = pending.result()
+    try:
+        compared = baselines(traces, stats, test) if with_baselines else {}  # while the workers replay
+    finally:
+        replayed = pending.result()  # joins the workers even if the baselines failed
     best = _best(stats, traces)
     best_cost = sum((o.cost for t in test if (o := traces.tasks[t].outcomes.get(best))), Decimal(0))
     result: dict[str, Any] = {

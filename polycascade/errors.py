@@ -25,6 +25,7 @@ is passed through `polycascade._secrets.redact` before it reaches an exception.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 __all__ = [
     "BudgetExceeded",
@@ -49,6 +50,19 @@ __all__ = [
 
 class PolycascadeError(Exception):
     """Base of every polycascade error."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross processes (backtest workers, Ray actors). Pickle rebuilds an exception by
+        # calling its class with `args`, which fails for errors whose __init__ takes other
+        # arguments; restore the state as it is instead.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[PolycascadeError], args: tuple[Any, ...], state: dict[str, Any]) -> PolycascadeError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(PolycascadeError):
