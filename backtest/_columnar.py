@@ -54,8 +54,6 @@ def _convert(table: pa.Table, catalog: Catalog) -> Converted | None:
     if identity is None or not _can_price(cost, model, specs, tokens_in, tokens_out):
         return None
     verdict = _verdicts(column.text("verdict"))
-    if verdict is False:
-        return None
     category = column.text("category")
     category = pc.if_else(pc.equal(category, ""), "general", category) if category is not None else None
     answer = table.column("answer").cast(pa.string()) if "answer" in table.column_names else None
@@ -136,15 +134,15 @@ def _can_price(
     return not _any(no_tokens) and all(specs[m] is not None for m in models)
 
 
-def _verdicts(values: pa.ChunkedArray | None) -> pa.ChunkedArray | bool | None:
-    """Booleans (null where blank); False if a cell is neither pass nor fail."""
+def _verdicts(values: pa.ChunkedArray | None) -> pa.ChunkedArray | None:
+    """Booleans, null where blank; a cell that is neither pass nor fail raises."""
     if values is None:
         return None
     lowered = pc.utf8_lower(values)
     passed = pc.is_in(lowered, pa.array(sorted(TRUE_WORDS)))
     failed = pc.is_in(lowered, pa.array(sorted(FALSE_WORDS)))
     if _any(pc.invert(pc.or_(pc.or_(passed, failed), pc.equal(lowered, "")))):
-        return False
+        raise ValueError("a verdict is neither pass nor fail")
     return pc.if_else(passed, True, pc.if_else(failed, False, pa.scalar(None, pa.bool_())))
 
 

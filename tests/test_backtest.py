@@ -256,3 +256,11 @@ def test_replaying_task_kinds_in_parallel_changes_nothing(tmp_path: Path, monkey
     capped = DEFAULT_POLICY.model_copy(update={"vendor_share": ShareCap(max_share=0.9)})
     coupled = run_backtest(traces, capped, workers=2, with_baselines=False)["replay"]
     assert coupled == {"workers": 1, "why_one_worker": "the vendor share cap couples every task"}
+
+
+def test_a_bad_verdict_is_reported_by_line_and_the_rest_loads(tmp_path: Path) -> None:
+    f = tmp_path / "t.csv"
+    f.write_text("task_id,model,correct,cost_usd,vendor,verdict\na,m1,1,0.001,OpenAI,pass\nb,m1,0,0.001,OpenAI,maybe\n")
+    traces = load_traces(f)
+    assert traces.rows == 1 and traces.tasks["a"].outcomes["m1"].verdict is True
+    assert traces.issues == [f"{f}:3: verdict must be pass/fail, got 'maybe'"]
