@@ -35,18 +35,27 @@ RETRY = RetryPolicy(max_attempts=3, initial_s=0.005, max_backoff_s=0.02)
 
 
 class Faulty:
-    """Three vendors failing a seeded 30% of requests: 429, 500, timeouts and malformed bodies."""
+    """Three vendors failing a seeded 30% of requests: 429, 500, timeouts and malformed bodies.
+
+    The dice are thrown per (model, prompt, attempt), not in arrival order, so which calls fail does
+    not depend on how concurrent requests happen to interleave: a run is repeatable.
+    """
 
     def __init__(self, rate: float = 0.3, seed: int = 7) -> None:
-        self.rng, self.rate, self.lock = random.Random(seed), rate, threading.Lock()
+        self.seed, self.rate, self.lock = seed, rate, threading.Lock()
+        self.seen: Counter[tuple[str, str]] = Counter()
         self.faults: Counter[str] = Counter()
         self.server = ScriptedServer(self.respond).start()
 
     def respond(self, req: ScriptedRequest) -> str | Fault:
         with self.lock:
-            roll, kind = self.rng.random(), self.rng.choice(["429", "500", "timeout", "malformed"])
+            nth = self.seen[(req.model, req.prompt)]
+            self.seen[(req.model, req.prompt)] += 1
+        dice = random.Random(f"{self.seed}:{req.model}:{req.prompt}:{nth}")
+        roll, kind = dice.random(), dice.choice(["429", "500", "timeout", "malformed"])
         if roll < self.rate:
-            self.faults[kind] += 1
+            with self.lock:
+                self.faults[kind] += 1
             return {"429": Fault.rate_limit(0.01), "500": Fault.server_error(), "timeout": Fault.timeout(3.0),
                     "malformed": Fault.malformed()}[kind]  # fmt: skip
         return f"ok: {req.prompt[:20]}"
