@@ -8,6 +8,7 @@ recorded answer. `correct` is used to score the result, never to steer it.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -121,7 +122,7 @@ async def replay(
         gateway, pool, evaluator=evaluator_for(traces, gateway, pool), governor=governor, settings=settings,
         history=history,
     )  # fmt: skip
-    max_tokens = max_tokens or typical_max_tokens(traces)
+    max_tokens = max_tokens or output_profile(traces)[0]
     scores = []
     for task_id, position in zip(test_ids, positions or range(len(test_ids)), strict=True):
         trace = traces.tasks[task_id]
@@ -150,10 +151,14 @@ def _input_tokens(trace: object) -> int:
     return max(known) if known else 1
 
 
-def typical_max_tokens(traces: TraceSet) -> int:
-    """A max_tokens like the one the recorded runs used: the 99th percentile of recorded outputs."""
+def output_profile(traces: TraceSet) -> tuple[int, float]:
+    """A max_tokens like the one the recorded runs used (the 99th percentile of recorded outputs),
+    and the typical output as a share of it (the median's): one sort of every recorded output."""
     outputs = sorted(o.output_tokens for t in traces.tasks.values() for o in t.outcomes.values() if o.output_tokens)
-    return max(outputs[int(len(outputs) * 0.99)] if outputs else 0, 1)
+    if not outputs:
+        return 1, 0.5
+    p99 = outputs[int(len(outputs) * 0.99)]
+    return p99, min(1.0, statistics.median(outputs) / p99)
 
 
 class _Clock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import statistics
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -13,7 +12,7 @@ from policies.config import Policy
 from polycascade.ledger import SpendRow
 
 from .baselines import Stats, baselines
-from .replay import TaskScore, history_from
+from .replay import TaskScore, history_from, output_profile
 from .shards import replay_split
 from .traces import TraceSet
 
@@ -46,8 +45,9 @@ def run_backtest(
         raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
     stats = Stats(traces, train)
     settings = settings or CascadeSettings.from_policy(policy)
-    settings = replace(settings, routing=replace(settings.routing, output_fraction=_output_fraction(traces)))
-    pending = replay_split(traces, test, policy, settings, history_from(traces, train), workers)
+    max_tokens, output_fraction = output_profile(traces)
+    settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
+    pending = replay_split(traces, test, policy, settings, history_from(traces, train), max_tokens, workers)
     try:
         compared = baselines(traces, stats, test) if with_baselines else {}  # while the workers replay
     finally:
@@ -82,13 +82,6 @@ def run_backtest(
 
 def _best(stats: Stats, traces: TraceSet) -> str:
     return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
-
-
-def _output_fraction(traces: TraceSet) -> float:
-    outputs = sorted(o.output_tokens for t in traces.tasks.values() for o in t.outcomes.values() if o.output_tokens)
-    if not outputs:
-        return 0.5
-    return min(1.0, statistics.median(outputs) / outputs[int(len(outputs) * 0.99)])
 
 
 def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from polycascade.catalog import ModelSpec
 from polycascade.governor import Governor
 from polycascade.ledger import Ledger, SpendRow, Tally
 
-from .replay import TaskScore, replay, typical_max_tokens
+from .replay import TaskScore, replay
 from .traces import TraceSet
 
 __all__ = ["PendingReplay", "Replayed", "replay_split"]
@@ -51,13 +51,13 @@ def replay_split(
     policy: Policy,
     settings: CascadeSettings,
     history: Mapping[tuple[str, str], Tally],
+    max_tokens: int,
     workers: int | None = None,
 ) -> PendingReplay:
     """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
     workers = workers or _cores()
     why_serial = coupling(traces, test_ids, policy, settings)
     shards = _shards(traces, test_ids, min(workers, len(test_ids) // MIN_TASKS_PER_WORKER))
-    max_tokens = typical_max_tokens(traces)
     if why_serial is not None or len(shards) < 2:
         job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens)
         return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
@@ -133,12 +133,18 @@ def _replay_shard_forked(index: int) -> Replayed:
 
 
 def _replay_shard(job: tuple[Any, ...]) -> Replayed:
-    traces, ids, positions, policy, settings, history, max_tokens = job
-    scores, ledger, governor = run_sync(
-        replay(traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens)
+    return run_sync(_replay_and_report(*job))  # one event loop for the replay and its report
+
+
+async def _replay_and_report(
+    traces: TraceSet, ids: list[str], positions: list[int], policy: Policy, settings: CascadeSettings,
+    history: Mapping[tuple[str, str], Tally], max_tokens: int,
+) -> Replayed:  # fmt: skip
+    scores, ledger, governor = await replay(
+        traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens
     )
-    spend = {key: run_sync(ledger.spend_by(key)) for key in SPEND_KEYS}
-    return Replayed(scores, spend, run_sync(audit(ledger, governor, policy, traces.models)))
+    spend = {key: await ledger.spend_by(key) for key in SPEND_KEYS}
+    return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models))
 
 
 def _shards(traces: TraceSet, test_ids: list[str], count: int) -> list[list[str]]:
