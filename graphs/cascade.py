@@ -117,9 +117,8 @@ def _context(task: Task, node: str, why: dict[str, Any] | None = None) -> CallCo
     )
 
 
-def _need(task: Task, state: CascadeState, ctx: CascadeContext) -> Need:
+def _need(task: Task, state: CascadeState, ctx: CascadeContext, answered: int) -> Need:
     confirming = state.get("confirming")
-    answered = sum(a.answer is not None for a in state.get("attempts", []))
     schema = str(task.schema.model_json_schema()) if task.schema else ""
     return Need(
         task_kind=task.kind,
@@ -152,7 +151,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     if len(attempts) - answered > ctx.settings.max_failovers:
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
     tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
-    need = _need(task, state, ctx)
+    need = _need(task, state, ctx, answered)
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
         decision, reservation = await ctx.governor.route(

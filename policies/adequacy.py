@@ -37,12 +37,15 @@ class Adequacy:
 
     def mean(self, spec: ModelSpec, tally: Tally | None) -> float:
         """The posterior mean, without building the posterior: asked of every candidate of every decision."""
-        quality = min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
+        quality = self._prior(spec)
         if tally is None:
             return quality
         return (quality * self.prior_strength + tally.passes) / (self.prior_strength + tally.passes + tally.fails)
 
     def posterior(self, spec: ModelSpec, tally: Tally | None) -> Posterior:
-        quality = min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
+        quality = self._prior(spec)
         passes, fails = (tally.passes, tally.fails) if tally else (0, 0)
         return Posterior(quality * self.prior_strength + passes, (1 - quality) * self.prior_strength + fails)
+
+    def _prior(self, spec: ModelSpec) -> float:
+        return min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)

@@ -21,6 +21,7 @@ it applies to the escalation that settles a disagreement.
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +224,7 @@ def _plan(allowed: list[tuple[ModelSpec, float]], need: Need, output_fraction: f
     """Expected total cost of starting at each candidate, strongest first: E = c + (1-p)·best(stronger)."""
     estimates: list[Estimate] = []
     best_stronger: float | None = None  # None: nothing stronger, a failure ends the task unverified
-    last = need.rungs_left is not None and need.rungs_left <= 1
+    last = _rungs_left(need) <= 1
     costed = [(spec, p, expected_call_cost(spec, need, output_fraction)) for spec, p in allowed]
     for spec, p, cost in sorted(costed, key=lambda c: (-c[1], c[2])):
         total = cost + (1 - p) * (best_stronger or 0.0)
@@ -233,15 +234,19 @@ def _plan(allowed: list[tuple[ModelSpec, float]], need: Need, output_fraction: f
     return estimates
 
 
+def _rungs_left(need: Need) -> float:
+    return math.inf if need.rungs_left is None else need.rungs_left  # None: no limit known
+
+
 def _is_opinion(need: Need) -> bool:
     """A first or second opinion under agreement, with a rung left for the other opinion."""
-    return need.confirming is not None or (need.by_agreement and (need.rungs_left or 2) >= 2)
+    return need.confirming is not None or (need.by_agreement and _rungs_left(need) >= 2)
 
 
 def _price_opinions(estimates: list[Estimate], need: Need, threshold: float) -> list[Estimate]:
     """Expected totals of opinions: E(b | q) = c_b + (1 − q·p_b) · escalation past both, and for a
     first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models."""
-    rungs_after = (need.rungs_left if need.rungs_left is not None else 3) - (1 if need.confirming is not None else 2)
+    rungs_after = _rungs_left(need) - (1 if need.confirming is not None else 2)
     escalate = _Escalation(estimates, threshold).cost if rungs_after > 0 else lambda floor: 0.0
     # (vendor, c_b, p_b, escalation past b alone)
     rows = [(e.vendor, e.call_cost, e.p_pass, escalate(e.p_pass)) for e in estimates]
