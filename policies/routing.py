@@ -79,14 +79,18 @@ class Estimate(NamedTuple):  # a tuple: built for every candidate of every decis
     call_cost: float
     expected_total: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, threshold: float | None = None) -> dict[str, Any]:
+        """Plain floats: estimates rank candidates, they are not money (every decision renders ten)."""
+        rendered = {
             "model": self.model,
             "vendor": self.vendor,
-            "p_pass": round(self.p_pass, 4),
-            "call_cost_usd": f"{self.call_cost:.8f}",
-            "expected_total_usd": f"{self.expected_total:.8f}",
+            "p_pass": self.p_pass,
+            "call_cost_usd": self.call_cost,
+            "expected_total_usd": self.expected_total,
         }
+        if threshold is not None:
+            rendered["adequate"] = self.p_pass >= threshold
+        return rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +112,7 @@ class Decision:
             "chosen": self.chosen,
             "reason": self.reason,
             "threshold": self.threshold,
-            "candidates": [{**c.to_dict(), "adequate": c.p_pass >= self.threshold} for c in shown],
+            "candidates": [c.to_dict(self.threshold) for c in shown],
             "candidates_not_shown": len(self.candidates) - len(shown),
             "rejected": {model: d.to_dict() for model, d in sorted(self.rejected.items())},
         }
@@ -163,8 +167,12 @@ def choose(
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
     if _is_opinion(need):
         costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
-        calls = [Estimate(spec.id, spec.vendor, p, c, c) for (spec, p), c in zip(allowed, costs, strict=True)]
-        estimates = _price_opinions(calls, need, settings.threshold)
+        totals = _price_opinions(allowed, costs, need, settings.threshold)
+        estimates = [
+            Estimate(spec.id, spec.vendor, p, cost, total)
+            for (spec, p), cost, total in zip(allowed, costs, totals, strict=True)
+            if total is not None
+        ]
         chosen = min(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model))
         return _decision(chosen, _why_opinion(chosen, need), estimates, rejected, settings)
     estimates = _plan(allowed, need, settings.output_fraction)
@@ -204,7 +212,7 @@ def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
         return _vendor_denial("failover", spec.vendor)
     if spec.vendor in need.independent_of:
         return _vendor_denial("independence", spec.vendor)
-    if missing := need.capabilities - spec.capabilities:
+    if need.capabilities and (missing := need.capabilities - spec.capabilities):
         return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
     needed = max(need.input_tokens + need.max_tokens, need.min_context)
     if needed > spec.context_window:
@@ -243,23 +251,25 @@ def _is_opinion(need: Need) -> bool:
     return need.confirming is not None or (need.by_agreement and _rungs_left(need) >= 2)
 
 
-def _price_opinions(estimates: list[Estimate], need: Need, threshold: float) -> list[Estimate]:
+def _price_opinions(
+    allowed: list[tuple[ModelSpec, float]], costs: list[float], need: Need, threshold: float
+) -> list[float | None]:
     """Expected totals of opinions: E(b | q) = c_b + (1 − q·p_b) · escalation past both, and for a
-    first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models."""
+    first opinion a, E(a) = c_a + the best E(b | p_a) among other vendors' models (None: there is none)."""
+    ps = [p for _, p in allowed]
     rungs_after = _rungs_left(need) - (1 if need.confirming is not None else 2)
-    escalate = _Escalation(estimates, threshold).cost if rungs_after > 0 else lambda floor: 0.0
-    # (vendor, c_b, p_b, escalation past b alone)
-    rows = [(e.vendor, e.call_cost, e.p_pass, escalate(e.p_pass)) for e in estimates]
+    escalate = _Escalation(ps, costs, threshold).cost if rungs_after > 0 else lambda floor: 0.0
+    past = [escalate(p) for p in ps]  # the escalation past each opinion alone
     if need.confirming is not None:
         q, past_q = need.confirming, escalate(need.confirming)
-        totals = [c + (1 - q * p) * (past if p >= q else past_q) for _, c, p, past in rows]
-        return [_with_total(e, total) for e, total in zip(estimates, totals, strict=True)]
+        return [c + (1 - q * p) * (e if p >= q else past_q) for c, p, e in zip(costs, ps, past, strict=True)]
+    rows = [(spec.vendor, c, p, e) for (spec, p), c, e in zip(allowed, costs, past, strict=True)]
     by_cost = sorted(rows, key=lambda row: row[1])
-    priced = []
-    for e, (vendor, cost, p_a, past_a) in zip(estimates, rows, strict=True):
-        if (second := _best_second(by_cost, vendor, p_a, past_a)) is not None:
-            priced.append(_with_total(e, cost + second))
-    return priced or estimates
+    totals: list[float | None] = []
+    for vendor, cost, p_a, past_a in rows:
+        second = _best_second(by_cost, vendor, p_a, past_a)
+        totals.append(None if second is None else cost + second)
+    return totals if any(t is not None for t in totals) else list(costs)
 
 
 def _best_second(
@@ -277,23 +287,20 @@ def _best_second(
     return best
 
 
-def _with_total(e: Estimate, total: float) -> Estimate:
-    return Estimate(e.model, e.vendor, e.p_pass, e.call_cost, total)
-
-
 class _Escalation:
     """The call cost of the rung that settles a disagreement: the cheapest adequate candidate
     stronger than both opinions (else the strongest of those), by bisection on P(pass)."""
 
-    def __init__(self, estimates: list[Estimate], threshold: float) -> None:
-        ranked = sorted(estimates, key=lambda e: e.p_pass)
-        self.p = [e.p_pass for e in ranked]
+    def __init__(self, ps: list[float], costs: list[float], threshold: float) -> None:
+        ranked = sorted(zip(ps, costs, strict=True), key=lambda r: r[0])
+        self.p = [p for p, _ in ranked]
         self.suffix: list[float] = [0.0] * (len(ranked) + 1)  # [i]: stronger than p[i-1]; [n]: nothing is
         cheapest_adequate: float | None = None
         for i in range(len(ranked) - 1, -1, -1):
-            if ranked[i].p_pass >= threshold:
-                cheapest_adequate = min(ranked[i].call_cost, cheapest_adequate or ranked[i].call_cost)
-            self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else ranked[-1].call_cost
+            p, cost = ranked[i]
+            if p >= threshold:
+                cheapest_adequate = cost if cheapest_adequate is None else min(cost, cheapest_adequate)
+            self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else ranked[-1][1]
 
     def cost(self, floor: float) -> float:
         return self.suffix[bisect.bisect_right(self.p, floor)]

@@ -56,11 +56,12 @@ class LocalAccounts:
         self._vendor_settled: dict[str, tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
         self._locks: dict[int, asyncio.Lock] = {}
 
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
+    def exclusive(self) -> asyncio.Lock:
         loop_id = id(asyncio.get_running_loop())  # one lock per event loop: sync wrappers make new loops
-        async with self._locks.setdefault(loop_id, asyncio.Lock()):
-            yield
+        lock = self._locks.get(loop_id)
+        if lock is None:
+            lock = self._locks[loop_id] = asyncio.Lock()
+        return lock
 
     async def committed(self, scope: str, settled: Load) -> Decimal:
         base = self._baselines.get(scope)

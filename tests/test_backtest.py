@@ -197,6 +197,7 @@ def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: 
     fast, rows = load_traces(csv_file), load_traces(jsonl)
     assert fast.tasks == rows.tasks and fast.models == rows.models and not fast.issues
     assert fast.tasks["t2"].category == "general" and fast.tasks["t1"].outcomes["tiny"].verdict is False
+    assert str(fast.tasks["t2"].outcomes["tiny"].cost) == "0.00012345678"  # the file's own digits, as read
     assert fast.tasks["t1"].outcomes["gpt-4o-mini"].cost == Catalog.bundled()["gpt-4o-mini"].cost(1000, 100)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from pydantic import BaseModel
 
@@ -74,6 +76,12 @@ async def test_the_judge_reads_the_last_score_and_ignores_injected_ones(vendors:
 
 def test_normaliser() -> None:
     assert normalise("  Ｐａｒｉｓ. ") == normalise("paris") == "paris"
+
+
+def test_normaliser_ascii_shortcut_follows_the_unicode_rule() -> None:
+    for text in ["".join(map(chr, range(128))), "The answer: (B) 42!", "B", "", "Ｂ 四十二"]:
+        by_rule = unicodedata.normalize("NFKC", text).casefold()
+        assert normalise(text) == "".join(ch for ch in by_rule if unicodedata.category(ch)[0] in "LN"), text
 
 
 async def test_composition(vendors: Vendors) -> None:
