@@ -43,13 +43,13 @@ def run_backtest(
     train, test = split(list(traces.tasks), train_fraction, seed)
     if not test:
         raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
-    stats = Stats(traces, train)
     settings = settings or CascadeSettings.from_policy(policy)
     max_tokens, output_fraction = output_profile(traces)
     settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
     pending = replay_split(traces, test, policy, settings, history_from(traces, train), max_tokens, workers)
-    try:
-        compared = baselines(traces, stats, test) if with_baselines else {}  # while the workers replay
+    try:  # while the workers replay
+        stats = Stats(traces, train)
+        compared = baselines(traces, stats, test) if with_baselines else {}
     finally:
         replayed = pending.result()  # joins the workers even if the baselines failed
     best = _best(stats, traces)

@@ -6,7 +6,8 @@ day or tenant budget), one random stream (exploration), or a missing outcome (a 
 opens a vendor's circuit breaker for every kind). Then everything runs in one process.
 
 Workers are forked after the traces are loaded, so a million outcomes are shared, not copied.
-Each returns its scores, spend per vendor and jurisdiction, and policy-violation counts.
+Each kind is one job (largest first, to the next free worker) and returns its scores, spend per
+vendor and jurisdiction, and policy-violation counts.
 """
 
 from __future__ import annotations
@@ -55,15 +56,15 @@ def replay_split(
     workers: int | None = None,
 ) -> PendingReplay:
     """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
-    workers = workers or _cores()
     why_serial = coupling(traces, test_ids, policy, settings)
-    shards = _shards(traces, test_ids, min(workers, len(test_ids) // MIN_TASKS_PER_WORKER))
-    if why_serial is not None or len(shards) < 2:
+    kinds = _by_kind(traces, test_ids)
+    workers = min(workers or _cores(), len(test_ids) // MIN_TASKS_PER_WORKER, len(kinds))
+    if why_serial is not None or workers < 2:
         job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens)
         return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
     positions = {task_id: i for i, task_id in enumerate(test_ids)}
-    jobs = [(traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens) for ids in shards]
-    return PendingReplay(test_ids, jobs=jobs)
+    jobs = [(traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens) for ids in kinds]
+    return PendingReplay(test_ids, jobs=jobs, workers=workers)
 
 
 class PendingReplay:
@@ -74,13 +75,15 @@ class PendingReplay:
         jobs: list[tuple[Any, ...]] | None = None,
         serial: tuple[Any, ...] | None = None,
         why_serial: str | None = None,
+        workers: int = 1,
     ) -> None:
-        self.test_ids, self.serial, self.why_serial = test_ids, serial, why_serial
+        self.test_ids, self.serial, self.why_serial, self.workers = test_ids, serial, why_serial, workers
         self.pool: Any = None
         if jobs:
             _stash(jobs)  # before the fork: the workers inherit the jobs instead of unpickling the traces
             gc.freeze()  # and their collectors leave the shared pages alone
-            self.pool = multiprocessing.get_context("fork").Pool(len(jobs))
+            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            # one job per kind, largest first, each to the next free worker: the load balances itself
             self.parts = self.pool.map_async(_replay_shard_forked, range(len(jobs)), chunksize=1)
 
     def result(self) -> Replayed:
@@ -89,7 +92,7 @@ class PendingReplay:
             result.why_serial = self.why_serial
             return result
         try:
-            return _merge(self.parts.get(), self.test_ids)
+            return _merge(self.parts.get(), self.test_ids, self.workers)
         finally:
             self.pool.close()
             self.pool.join()
@@ -147,20 +150,15 @@ async def _replay_and_report(
     return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models))
 
 
-def _shards(traces: TraceSet, test_ids: list[str], count: int) -> list[list[str]]:
-    """Whole task kinds per shard, largest first onto the lightest shard."""
-    if count < 2:
-        return [test_ids]
+def _by_kind(traces: TraceSet, test_ids: list[str]) -> list[list[str]]:
+    """The test tasks of each kind, in split order; the kinds with most tasks first."""
     by_kind: dict[str, list[str]] = defaultdict(list)
     for task_id in test_ids:
         by_kind[traces.tasks[task_id].category].append(task_id)
-    shards: list[list[str]] = [[] for _ in range(count)]
-    for ids in sorted(by_kind.values(), key=len, reverse=True):
-        min(shards, key=len).extend(ids)
-    return [s for s in shards if s]
+    return sorted(by_kind.values(), key=len, reverse=True)
 
 
-def _merge(parts: list[Replayed], test_ids: list[str]) -> Replayed:
+def _merge(parts: list[Replayed], test_ids: list[str], workers: int) -> Replayed:
     order = {task_id: i for i, task_id in enumerate(test_ids)}
     scores = sorted((s for p in parts for s in p.scores), key=lambda s: order[s.task_id])
     spend: dict[str, dict[str, SpendRow]] = {key: {} for key in SPEND_KEYS}
@@ -172,7 +170,7 @@ def _merge(parts: list[Replayed], test_ids: list[str]) -> Replayed:
                 spend[key][group] = SpendRow(seen.calls + row.calls, seen.cost + row.cost)
         for rule, count in part.violations.items():
             violations[rule] += count
-    return Replayed(scores, spend, dict(violations), workers=len(parts))
+    return Replayed(scores, spend, dict(violations), workers=workers)
 
 
 async def audit(ledger: Ledger, governor: Governor, policy: Policy, specs: Mapping[str, ModelSpec]) -> dict[str, int]:
