@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from agents.evaluators import Consensus, EvalServices, Evaluator, Judged
 from graphs.cascade import Cascade, CascadeSettings
+from policies.agreement import KindRecord
 from policies.config import Policy
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.errors import ConfigError, ProviderUnavailable
@@ -110,6 +111,7 @@ async def replay(
     *,
     positions: Sequence[int] | None = None,
     max_tokens: int | None = None,
+    agreement: Mapping[str, KindRecord] | None = None,
 ) -> tuple[list[TaskScore], Ledger, Governor]:
     """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time."""
     ledger = MemoryLedger()
@@ -120,7 +122,7 @@ async def replay(
     pool = sorted(traces.models.values(), key=lambda m: (m.input_price + m.output_price, m.id))
     cascade = Cascade(
         gateway, pool, evaluator=evaluator_for(traces, gateway, pool), governor=governor, settings=settings,
-        history=history,
+        history=history, agreement=agreement,
     )  # fmt: skip
     max_tokens = max_tokens or output_profile(traces)[0]
     scores = []

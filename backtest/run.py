@@ -11,6 +11,7 @@ from graphs.cascade import CascadeSettings
 from policies.config import Policy
 from polycascade.ledger import SpendRow
 
+from .agreement import agreement_from
 from .baselines import Stats, baselines
 from .replay import TaskScore, history_from, output_profile
 from .shards import replay_split
@@ -46,7 +47,9 @@ def run_backtest(
     settings = settings or CascadeSettings.from_policy(policy)
     max_tokens, output_fraction = output_profile(traces)
     settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
-    pending = replay_split(traces, test, policy, settings, history_from(traces, train), max_tokens, workers)
+    agreement = agreement_from(traces, train) if _values_agreement(traces, settings) else None
+    history = history_from(traces, train)
+    pending = replay_split(traces, test, policy, settings, history, max_tokens, workers, agreement)
     try:  # while the workers replay
         stats = Stats(traces, train)
         compared = baselines(traces, stats, test) if with_baselines else {}
@@ -65,6 +68,7 @@ def run_backtest(
             "threshold": settings.routing.threshold,
             "explore": settings.routing.explore,
             "max_rungs": settings.max_rungs,
+            "answer_value_usd": settings.routing.answer_value,
         },
         "polycascade": {
             **summarise(replayed.scores, best_cost),
@@ -78,6 +82,11 @@ def run_backtest(
             name: {"models": models, **summarise(s, best_cost)} for name, (models, s) in compared.items()
         }
     return result
+
+
+def _values_agreement(traces: TraceSet, settings: CascadeSettings) -> bool:
+    """Plans are chosen by worth, and answers checked by agreement: learn how pairs agree."""
+    return settings.routing.answer_value is not None and traces.has_answer and not traces.has_verdict
 
 
 def _best(stats: Stats, traces: TraceSet) -> str:

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from graphs.cascade import CascadeSettings
+from policies.agreement import KindRecord
 from policies.config import Policy
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
@@ -54,16 +55,19 @@ def replay_split(
     history: Mapping[tuple[str, str], Tally],
     max_tokens: int,
     workers: int | None = None,
+    agreement: Mapping[str, KindRecord] | None = None,
 ) -> PendingReplay:
     """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
     why_serial = coupling(traces, test_ids, policy, settings)
     kinds = _by_kind(traces, test_ids)
     workers = min(workers or _cores(), len(test_ids) // MIN_TASKS_PER_WORKER, len(kinds))
     if why_serial is not None or workers < 2:
-        job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens)
+        job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens, agreement)
         return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
     positions = {task_id: i for i, task_id in enumerate(test_ids)}
-    jobs = [(traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens) for ids in kinds]
+    jobs = [
+        (traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens, agreement) for ids in kinds
+    ]
     return PendingReplay(test_ids, jobs=jobs, workers=workers)
 
 
@@ -141,10 +145,10 @@ def _replay_shard(job: tuple[Any, ...]) -> Replayed:
 
 async def _replay_and_report(
     traces: TraceSet, ids: list[str], positions: list[int], policy: Policy, settings: CascadeSettings,
-    history: Mapping[tuple[str, str], Tally], max_tokens: int,
+    history: Mapping[tuple[str, str], Tally], max_tokens: int, agreement: Mapping[str, KindRecord] | None,
 ) -> Replayed:  # fmt: skip
     scores, ledger, governor = await replay(
-        traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens
+        traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens, agreement=agreement
     )
     spend = {key: await ledger.spend_by(key) for key in SPEND_KEYS}
     return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models))

@@ -17,24 +17,23 @@ from .traces import TraceSet
 
 __all__ = ["DEFAULT_GRID", "pareto", "plot", "sweep"]
 
-DEFAULT_GRID: dict[str, list[Any]] = {
-    "threshold": [0.5, 0.6, 0.65, 0.7, 0.75],
-    "max_rungs": [2, 3, 4],
-    "explore": [False, True],
-}
+DEFAULT_GRID: list[dict[str, list[Any]]] = [  # each grid is a product of its knobs' values
+    {"threshold": [0.5, 0.6, 0.65, 0.7, 0.75], "max_rungs": [2, 3, 4], "explore": [False, True]},
+    {"answer_value_usd": [0.02, 0.03, 0.05, 0.07, 0.1, 0.15]},  # plans by worth, where answers pass by agreement
+]
 
 
 def sweep(
-    traces: TraceSet, policy: Policy, grid: dict[str, list[Any]], *, train_fraction: float, seed: int
+    traces: TraceSet, policy: Policy, grids: list[dict[str, list[Any]]], *, train_fraction: float, seed: int
 ) -> dict[str, Any]:
     base = CascadeSettings.from_policy(policy)
     points = []
-    for values in itertools.product(*grid.values()):
-        knobs = dict(zip(grid, values, strict=True))
+    for knobs in (dict(zip(g, values, strict=True)) for g in grids for values in itertools.product(*g.values())):
         settings = replace(
             base,
             routing=replace(base.routing, threshold=knobs.get("threshold", base.routing.threshold),
-                            explore=knobs.get("explore", base.routing.explore)),
+                            explore=knobs.get("explore", base.routing.explore),
+                            answer_value=knobs.get("answer_value_usd", base.routing.answer_value)),
             max_rungs=knobs.get("max_rungs", base.max_rungs),
         )  # fmt: skip
         result = run_backtest(
@@ -54,7 +53,7 @@ def sweep(
     front = pareto(points)
     for p in points:
         p["pareto"] = p in front
-    return {"grid": grid, "points": points, "pareto": front, "baselines": baselines}
+    return {"grid": grids, "points": points, "pareto": front, "baselines": baselines}
 
 
 def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import gzip
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,6 +27,8 @@ from policies.config import RoutingConfig
 from polycascade.governor import DEFAULT_POLICY
 
 SHIPPED = Path(__file__).parents[1] / "examples" / "traces" / "mmlu_pro.csv.gz"
+THRESHOLDS = [(0.65, 3), (0.7, 3), (0.75, 3), (0.7, 4)]
+VALUES = ["0.05", "0.07", "0.08", "0.1"]  # USD per correct answer
 TARGET_ROWS = 1_000_000
 
 
@@ -35,13 +38,11 @@ def quality() -> tuple[list[str], dict]:
     lines = [f"Shipped traces: {traces.rows:,} rows, test split {result['split']['test_tasks']:,} tasks (seed 0).", ""]
     lines += ["| strategy | accuracy | cost on test split | vs best single | escalations |", "|---|---|---|---|---|"]
     rows = {"polycascade (default policy)": result["polycascade"], **result["baselines"]}
-    for knobs in [(0.65, 3, False), (0.7, 3, False), (0.75, 3, False), (0.7, 4, False)]:
-        policy = DEFAULT_POLICY.model_copy(
-            update={"routing": RoutingConfig(threshold=knobs[0], max_rungs=knobs[1], explore=knobs[2])}
-        )
-        rows[f"polycascade (threshold {knobs[0]}, {knobs[1]} rungs)"] = run_backtest(
-            traces, policy, with_baselines=False
-        )["polycascade"]
+    variants = {f"threshold {t}, {r} rungs": RoutingConfig(threshold=t, max_rungs=r) for t, r in THRESHOLDS}
+    variants |= {f"plans by worth, answer value ${v}": RoutingConfig(answer_value_usd=Decimal(v)) for v in VALUES}
+    for label, routing in variants.items():
+        policy = DEFAULT_POLICY.model_copy(update={"routing": routing})
+        rows[f"polycascade ({label})"] = run_backtest(traces, policy, with_baselines=False)["polycascade"]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['accuracy']:.1%} | ${r['total_cost_usd']} | {r['cost_vs_best_single']:.1%} | "

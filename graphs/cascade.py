@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
 from agents.workers import build_request, extract_json
 from policies.adequacy import Adequacy
+from policies.agreement import KindRecord
 from policies.config import Policy
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost
 from polycascade._sync import run_sync
@@ -67,7 +68,10 @@ class CascadeSettings:
     def from_policy(cls, policy: Policy) -> CascadeSettings:
         r = policy.routing
         routing = RoutingSettings(
-            adequacy=Adequacy(prior_strength=r.prior_strength), threshold=r.threshold, explore=r.explore
+            adequacy=Adequacy(prior_strength=r.prior_strength),
+            threshold=r.threshold,
+            explore=r.explore,
+            answer_value=float(r.answer_value_usd) if r.answer_value_usd is not None else None,
         )
         return cls(routing=routing, max_rungs=r.max_rungs, max_failovers=r.max_failovers, seed=r.seed)
 
@@ -81,6 +85,7 @@ class CascadeContext:
     settings: CascadeSettings
     rng: random.Random = field(default_factory=random.Random)
     history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
+    agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → recorded agreement of pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ def _need(task: Task, state: CascadeState, ctx: CascadeContext, answered: int) -
         rungs_left=ctx.settings.max_rungs - answered,
         by_agreement=getattr(ctx.evaluator, "by_agreement", False),
         confirming=confirming,
+        answers=tuple(a.model for a in state.get("attempts", []) if a.answer is not None),
     )
 
 
@@ -155,13 +161,15 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
         decision, reservation = await ctx.governor.route(
-            pool, need, _context(task, "attempt"), tallies, ctx.settings.routing, ctx.rng
+            pool, need, _context(task, "attempt"), tallies, ctx.settings.routing, ctx.rng, ctx.agreement.get(task.kind)
         )
     except BudgetExceeded as exc:
         if answered:  # keep the answer already paid for; report why the climb stopped
             return _stop(str(exc))
         raise
     if decision.chosen is None or reservation is None:
+        if decision.stop:
+            return _stop(decision.reason)
         if task.cost_ceiling is not None and len(pool) < len(ctx.pool):
             return _stop(f"cost ceiling ${task.cost_ceiling}: spent ${_spent(attempts)}, no stronger model fits")
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
@@ -317,12 +325,14 @@ class Cascade:
         governor: Governor | None = None,
         settings: CascadeSettings | None = None,
         history: Mapping[tuple[str, str], Tally] | None = None,
+        agreement: Mapping[str, KindRecord] | None = None,
     ) -> None:
         self.gateway, self.pool, self.evaluator = gateway, tuple(pool), evaluator
         self.governor = governor or Governor(ledger=getattr(gateway, "ledger", None) or MemoryLedger())
         self.history: dict[str, dict[str, Tally]] = {}
         for (kind, model), tally in (history or {}).items():
             self.history.setdefault(kind, {})[model] = tally
+        self.agreement = dict(agreement or {})
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
 
@@ -335,7 +345,9 @@ class Cascade:
 
     def _context(self, task: Task) -> CascadeContext:
         evaluator = self.evaluator_for(task)
-        return CascadeContext(self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history)
+        return CascadeContext(
+            self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history, self.agreement
+        )
 
     async def run(self, task: Task | str) -> TaskResult:
         task = Task(task) if isinstance(task, str) else task

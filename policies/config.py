@@ -110,6 +110,9 @@ class RoutingConfig(_Strict):
     max_failovers: int = Field(2, ge=0, le=10)
     prior_strength: float = Field(4.0, gt=0)
     seed: int | None = 0
+    answer_value_usd: Decimal | None = Field(
+        None, gt=0, description="what a correct answer is worth: under agreement checks, plans are chosen by worth"
+    )
 
 
 class Route(_Strict):

@@ -24,7 +24,7 @@ import bisect
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
@@ -33,6 +33,7 @@ from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 
 from .adequacy import Adequacy
+from .agreement import Candidate, KindRecord, best_plan
 
 __all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose"]
 
@@ -54,6 +55,7 @@ class Need:
     rungs_left: int | None = None  # answers the task may still get, this one included
     by_agreement: bool = False  # an answer passes only when another vendor's answer agrees
     confirming: float | None = None  # a second opinion for an answer with this P(pass)
+    answers: tuple[str, ...] = ()  # models that answered this task, oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class Decision:
     candidates: tuple[Estimate, ...]
     rejected: Mapping[str, Denial]
     threshold: float = 0.5
+    stop: bool = False  # no further call is worth its cost: keep the answers so far
 
     @property
     def estimate(self) -> Estimate | None:
@@ -110,6 +113,7 @@ class Decision:
         shown = [c for i, c in enumerate(self.candidates) if i < top or c.model == self.chosen]
         return {
             "chosen": self.chosen,
+            "stop": self.stop,
             "reason": self.reason,
             "threshold": self.threshold,
             "candidates": [c.to_dict(self.threshold) for c in shown],
@@ -125,6 +129,7 @@ class RoutingSettings:
     output_fraction: float = 0.5  # expected output tokens as a share of max_tokens
     explore: bool = False
     explore_cost_ratio: float = 1.0  # exploration may pick a call costing up to this × the greedy one
+    answer_value: float | None = None  # USD a correct answer is worth: agreement plans are then chosen by worth
 
 
 def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> float:
@@ -148,21 +153,13 @@ def choose(
     settings: RoutingSettings = RoutingSettings(),
     rules: Sequence[Rule] = (),
     rng: random.Random | None = None,
+    agreement: KindRecord | None = None,
 ) -> Decision:
-    """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`."""
-    rejected: dict[str, Denial] = {}
-    allowed: list[tuple[ModelSpec, float]] = []  # with P(pass)
-    mean = settings.adequacy.mean
-    for spec in pool:
-        p = mean(spec, tallies.get(spec.id))
-        denial = _builtin_denial(spec, need, p)
-        for rule in rules if denial is None else ():
-            if (denial := rule(spec, need)) is not None:
-                break
-        if denial is None:
-            allowed.append((spec, p))
-        else:
-            rejected[spec.id] = denial
+    """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`;
+    `agreement`, recorded agreement between models on that kind, if any."""
+    if settings.answer_value is not None and need.by_agreement and len(need.answers) <= 2:
+        return _choose_plan(pool, need, tallies, settings, rules, agreement)
+    allowed, rejected = _screen(pool, need, tallies, settings, rules)
     if not allowed:
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
     if _is_opinion(need):
@@ -186,6 +183,82 @@ def choose(
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
     return _decision(chosen, reason, estimates, rejected, settings)
+
+
+def _screen(
+    pool: Sequence[ModelSpec],
+    need: Need,
+    tallies: Mapping[str, Tally],
+    settings: RoutingSettings,
+    rules: Sequence[Rule],
+) -> tuple[list[tuple[ModelSpec, float]], dict[str, Denial]]:
+    """The candidates every rule allows, with P(pass); and why each other one is not."""
+    rejected: dict[str, Denial] = {}
+    allowed: list[tuple[ModelSpec, float]] = []
+    mean = settings.adequacy.mean
+    for spec in pool:
+        p = mean(spec, tallies.get(spec.id))
+        denial = _builtin_denial(spec, need, p)
+        for rule in rules if denial is None else ():
+            if (denial := rule(spec, need)) is not None:
+                break
+        if denial is None:
+            allowed.append((spec, p))
+        else:
+            rejected[spec.id] = denial
+    return allowed, rejected
+
+
+def _choose_plan(
+    pool: Sequence[ModelSpec],
+    need: Need,
+    tallies: Mapping[str, Tally],
+    settings: RoutingSettings,
+    rules: Sequence[Rule],
+    agreement: KindRecord | None,
+) -> Decision:
+    """By worth (see `policies.agreement`): the plan decides independence and escalation itself."""
+    assert settings.answer_value is not None
+    free = replace(need, independent_of=frozenset(), stronger_than=None, confirming=None)
+    allowed, rejected = _screen(pool, free, tallies, settings, rules)
+    output = need.max_tokens * settings.output_fraction
+    by_id = {spec.id: spec for spec in pool}
+    answered = [by_id[m] for m in need.answers if m in by_id]
+    if not allowed and not answered:
+        return Decision(None, "no candidate left", (), rejected, settings.threshold)
+    mean = settings.adequacy.mean
+
+    outputs = agreement.output_tokens if agreement else {}
+
+    def candidate(spec: ModelSpec, p: float) -> Candidate:
+        tokens = min(outputs.get(spec.id, output), need.max_tokens)
+        return Candidate(spec.id, spec.vendor, p, float(spec.input_price), float(spec.output_price) * tokens)
+
+    plan = best_plan(
+        tuple(candidate(spec, p) for spec, p in allowed),
+        tuple(candidate(spec, mean(spec, tallies.get(spec.id))) for spec in answered),
+        agreement,
+        value=settings.answer_value,
+        prompt_tokens=need.input_tokens,
+        rungs_left=int(min(_rungs_left(need), 3)),
+        prior_strength=settings.adequacy.prior_strength,
+    )
+    costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
+    estimates = [Estimate(s.id, s.vendor, p, c, c) for (s, p), c in zip(allowed, costs, strict=True)]
+    reason = (
+        f"a correct answer is worth ${settings.answer_value:g}: {plan.describe()}; P(correct) {plan.p_correct:.2f}, "
+        f"expected cost ${plan.expected_cost:.6f} (best of {plan.considered} plans)"
+    )
+    if not plan.calls:
+        ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
+        return Decision(None, reason, ordered, rejected, settings.threshold, stop=True)
+    chosen = next(e for e in estimates if e.model == plan.calls[0])
+    estimates = [_with_total(e, plan.expected_cost) if e is chosen else e for e in estimates]
+    return _decision(_with_total(chosen, plan.expected_cost), reason, estimates, rejected, settings)
+
+
+def _with_total(e: Estimate, total: float) -> Estimate:
+    return e._replace(expected_total=total)
 
 
 def _decision(

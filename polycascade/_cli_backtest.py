@@ -91,13 +91,13 @@ def _print_result(result: dict[str, Any]) -> None:
 
 def _print_sweep(result: dict[str, Any]) -> None:
     table = Table(title="Pareto front (cost vs accuracy)")
-    for column in ("threshold", "max_rungs", "explore", "accuracy", "total $", "vs best single", "violations"):
+    for column in ("settings", "accuracy", "total $", "vs best single", "violations"):
         table.add_column(column)
     for p in result["pareto"]:
-        k = p["knobs"]
+        knobs = ", ".join(f"{k}={v}" for k, v in p["knobs"].items())
         violations = str(sum(p["violations"].values()))
-        table.add_row(str(k["threshold"]), str(k["max_rungs"]), str(k["explore"]), f"{p['accuracy']:.1%}",
-                      p["total_cost_usd"], f"{p['cost_vs_best_single']:.1%}", violations)  # fmt: skip
+        table.add_row(knobs, f"{p['accuracy']:.1%}", p["total_cost_usd"], f"{p['cost_vs_best_single']:.1%}",
+                      violations)  # fmt: skip
     out.print(table)
     for name, b in result["baselines"].items():
         out.print(f"  {name}: {b['accuracy']:.1%} at ${b['total_cost_usd']} ({b['models']})")

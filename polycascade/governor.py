@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from policies.agreement import KindRecord
 from policies.breaker import CircuitBreaker
 from policies.config import DataClassRule, Policy
 from policies.redaction import redact_text
@@ -95,14 +96,17 @@ class Governor:
         tallies: dict[str, Any],
         settings: RoutingSettings,
         rng: Any = None,
+        agreement: KindRecord | None = None,
     ) -> tuple[Decision, Reservation | None]:
         """Choose the next model under every rule and reserve its maximum cost, atomically."""
         async with self.accounts.exclusive():
             scopes = self._scopes(context)
             snapshot = await self._snapshot(scopes)
-            decision = choose(pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng)
+            rules = self.rules(context.data_class, snapshot)
+            decision = choose(pool, need, tallies, settings, rules, rng, agreement)
             if decision.chosen is None:
-                _raise_if_budget_blocked(decision.rejected)
+                if not decision.stop:
+                    _raise_if_budget_blocked(decision.rejected)
                 return decision, None
             spec = next(s for s in pool if s.id == decision.chosen)
             return decision, await self._reserve(spec, max_call_cost(spec, need), scopes)

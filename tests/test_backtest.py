@@ -8,6 +8,7 @@ import gzip
 import json
 import random
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from agents.evaluators import Consensus
 from backtest import load_traces, run_backtest, split
 from backtest.replay import ReplayGateway, _score
 from graphs.cascade import Cascade
-from policies.config import ShareCap
+from policies.config import RoutingConfig, ShareCap
 from polycascade import ConfigError, Task
 from polycascade.catalog import Catalog
 from polycascade.governor import DEFAULT_POLICY, Governor
@@ -165,7 +166,8 @@ def test_cli_json_and_sweep_plot(tmp_path: Path) -> None:
     swept = run_cli("backtest", "--traces", str(traces), "--sweep", "--plot", str(png), "--json")
     assert swept.returncode == 0, swept.stderr
     sweep = json.loads(swept.stdout)
-    assert len(sweep["points"]) == 30 and sweep["pareto"]
+    assert len(sweep["points"]) == 36 and sweep["pareto"]
+    assert {p["knobs"].get("answer_value_usd") for p in sweep["points"]} == {None, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -265,3 +267,41 @@ def test_a_bad_verdict_is_reported_by_line_and_the_rest_loads(tmp_path: Path) ->
     traces = load_traces(f)
     assert traces.rows == 1 and traces.tasks["a"].outcomes["m1"].verdict is True
     assert traces.issues == [f"{f}:3: verdict must be pass/fail, got 'maybe'"]
+
+
+def test_pair_agreement_is_counted_on_the_train_split_as_the_live_check_compares(tmp_path: Path) -> None:
+    from backtest.agreement import agreement_from
+
+    f = tmp_path / "t.csv"
+    rows = [  # task, model, vendor, answer, correct, output tokens
+        ("t1", "a", "A", "B", 1, 10), ("t1", "b", "B", " b.", 1, 30), ("t1", "c", "C", "C", 0, 50),
+        ("t2", "a", "A", "B", 0, 10), ("t2", "b", "B", "D", 1, 30), ("t2", "c", "C", "D", 1, 70),
+        ("t3", "a", "A", "", 0, 10), ("t3", "b", "B", "", 0, 30), ("t3", "c", "C", "A", 1, 90),
+    ]  # fmt: skip
+    f.write_text(
+        "task_id,model,vendor,answer,correct,cost_usd,output_tokens,category\n"
+        + "".join(f"{t},{m},{v},{a},{c},0.001,{o},qa\n" for t, m, v, a, c, o in rows)
+    )
+    record = agreement_from(load_traces(f), ["t1", "t2", "t3"])["qa"]
+    ab = record.pair("b", "a")
+    assert ab is not None and (ab.tasks, ab.agree_right, ab.disagree) == (3, 1.0, 2)  # " b." is "B"; blanks never agree
+    assert ab.right_when_disputed == {"b": 1.0, "c": 2.0}  # when a and b disagreed (t2, t3)
+    bc = record.pair("b", "c")
+    assert bc is not None and (bc.agree_right, bc.disagree) == (1.0, 2)  # t2 agreed; t1, t3 not
+    assert bc.right_when_disputed == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert record.output_tokens == {"a": 10.0, "b": 30.0, "c": 70.0}
+
+
+def test_a_policy_with_an_answer_value_replays_by_worth(tmp_path: Path) -> None:
+    traces = load_traces(synthetic(tmp_path / "t.csv", 300))
+    policy = DEFAULT_POLICY.model_copy(update={"routing": RoutingConfig(answer_value_usd=Decimal("0.05"))})
+    by_worth = run_backtest(traces, policy, with_baselines=False, workers=1)
+    by_threshold = run_backtest(traces, DEFAULT_POLICY, with_baselines=False, workers=1)["polycascade"]
+    ours = by_worth["polycascade"]
+    assert ours["violations"] == {"residency": 0, "budget": 0, "vendor_share": 0}
+    assert by_worth["settings"]["answer_value_usd"] == 0.05
+    assert ours != by_threshold  # a different policy, and it shows
+    cheap = policy.model_copy(update={"routing": RoutingConfig(answer_value_usd=Decimal("0.000001"))})
+    stingy = run_backtest(traces, cheap, with_baselines=False, workers=1)["polycascade"]
+    assert Decimal(stingy["total_cost_usd"]) < Decimal(ours["total_cost_usd"])  # a cheap answer: one call, kept
+    assert stingy["escalation_rate"] == 0

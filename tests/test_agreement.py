@@ -1,0 +1,142 @@
+"""Agreement plans: the envelope finds the plan a brute-force search finds, for any prompt length."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.agreement import Candidate, KindRecord, PairRecord, best_plan
+from policies.routing import Need, RoutingSettings, choose
+
+from .conftest import make_spec
+
+
+def candidates(rng: random.Random, n: int) -> tuple[Candidate, ...]:
+    return tuple(
+        Candidate(f"m{i}", f"v{rng.randrange(4)}", rng.uniform(0.2, 0.95), rng.uniform(0, 1e-5), rng.uniform(0, 1e-3))
+        for i in range(n)
+    )
+
+
+def record(rng: random.Random, pool: tuple[Candidate, ...]) -> KindRecord:
+    pairs = {}
+    for a, b in itertools.combinations(sorted(c.model for c in pool), 2):
+        if rng.random() < 0.7:  # some pairs were never recorded: independent estimates for those
+            tasks = rng.randrange(1, 300)
+            disagree = rng.randrange(tasks + 1)
+            right = {c.model: rng.uniform(0, disagree) for c in pool}
+            pairs[(a, b)] = PairRecord(tasks, rng.uniform(0, tasks - disagree), disagree, right)
+    return KindRecord(pairs)
+
+
+def brute_force(pool, answers, rec, value, tokens, rungs, s):  # the definition, spelled out
+    def p(c):
+        return c.p_pass
+
+    def blend(a, b, counted, independent):
+        pair = rec.pair(a.model, b.model)
+        return independent if pair is None else (counted(pair) + s * independent) / (pair.tasks + s)
+
+    def agree_right(a, b):
+        return blend(a, b, lambda r: r.agree_right, p(a) * p(b))
+
+    def disputed(a, b):
+        return max(blend(a, b, lambda r: r.disagree, 1 - p(a) * p(b)), 1e-9)
+
+    def right_disputed(a, b, c):
+        other = b if c is a else a
+        independent = p(c) * (1 - p(other)) if c in (a, b) else (1 - p(a) * p(b)) * p(c)
+        return blend(a, b, lambda r: r.right_when_disputed.get(c.model, 0.0), independent)
+
+    def cost(c):
+        return c.input_price * tokens + c.fixed_cost
+
+    plans = []  # (worth, calls)
+    if len(answers) == 2:
+        a, b = answers
+        plans.append((value * right_disputed(a, b, b) / disputed(a, b), ()))
+        plans += [(value * right_disputed(a, b, c) / disputed(a, b) - cost(c), (c.model,)) for c in pool]
+    elif len(answers) == 1:
+        (a,) = answers
+        plans.append((value * p(a), ()))
+        for b in pool:
+            if b.vendor != a.vendor:
+                plans.append((value * (agree_right(a, b) + right_disputed(a, b, b)) - cost(b), (b.model,)))
+        for b, c in itertools.permutations(pool, 2):
+            if b.vendor != a.vendor and rungs >= 2:
+                worth = value * (agree_right(a, b) + right_disputed(a, b, c)) - cost(b) - disputed(a, b) * cost(c)
+                plans.append((worth, (b.model, c.model)))
+    else:
+        plans += [(value * p(c) - cost(c), (c.model,)) for c in pool]
+        for a, b, c in itertools.permutations(pool, 3):
+            if a.vendor != b.vendor and rungs >= 3:
+                worth = value * (agree_right(a, b) + right_disputed(a, b, c))
+                worth -= cost(a) + cost(b) + disputed(a, b) * cost(c)
+                plans.append((worth, (a.model, b.model, c.model)))
+    return max(w for w, _ in plans)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), stage=st.sampled_from([0, 1, 2]), rungs=st.sampled_from([1, 2, 3]))
+def test_the_envelope_picks_a_plan_worth_the_most(seed: int, stage: int, rungs: int) -> None:
+    rng = random.Random(seed)
+    everyone = candidates(rng, 9)
+    answers, pool = everyone[:stage], everyone[stage:]
+    if stage == 2 and answers[0].vendor == answers[1].vendor:
+        answers = (answers[0], answers[1]._replace(vendor="other"))
+    rec = record(rng, everyone)
+    value = rng.uniform(0.001, 0.05)
+    for tokens in (0, 10, 500, 3_000, 100_000):
+        plan = best_plan(pool, answers, rec, value=value, prompt_tokens=tokens, rungs_left=rungs, prior_strength=4)
+        assert plan.value == pytest.approx(
+            brute_force(pool, answers, rec, value, tokens, rungs, 4), rel=1e-9, abs=1e-12
+        )
+
+
+def test_recorded_disputes_steer_the_arbiter_away_from_a_model_that_is_only_good_on_average() -> None:
+    flash = Candidate("flash", "Google", 0.7, 0.0, 0.0001)
+    deep = Candidate("deep", "DeepSeek", 0.55, 0.0, 0.0002)
+    phi = Candidate("phi", "Microsoft", 0.45, 0.0, 0.0002)
+    pro = Candidate("pro", "Google", 0.75, 0.0, 0.002)
+    pool = (flash, pro)
+    answers = (deep, phi)
+    optimistic = best_plan(pool, answers, None, value=0.01, prompt_tokens=0, rungs_left=1, prior_strength=4)
+    assert optimistic.calls == ("flash",)  # independent errors: flash is as good as ever after a dispute
+    # recorded: when deep and phi disagreed, flash was right 40% of the time and pro 70%
+    disputes = PairRecord(1000, 200, 600, {"flash": 240, "pro": 420, "deep": 150, "phi": 120})
+    rec = KindRecord({("deep", "phi"): disputes})
+    informed = best_plan(pool, answers, rec, value=0.01, prompt_tokens=0, rungs_left=1, prior_strength=4)
+    assert informed.calls == ("pro",) and informed.p_correct == pytest.approx((420 + 4 * 0.7525 * 0.75) / 603.01)
+
+
+def test_a_sure_answer_is_kept_unless_a_correct_one_is_worth_checking_it() -> None:
+    sure = Candidate("sure", "A", 0.97, 0.0, 0.001)
+    other = Candidate("other", "B", 0.6, 0.0, 0.001)
+    best = Candidate("best", "C", 0.99, 0.0, 0.01)
+    plan = best_plan((other, best), (sure,), None, value=0.01, prompt_tokens=100, rungs_left=2, prior_strength=4)
+    assert plan.calls == () and plan.expected_cost == 0 and "unverified" in plan.describe()
+    worth_checking = best_plan(
+        (other, best), (sure,), None, value=10, prompt_tokens=100, rungs_left=2, prior_strength=4
+    )
+    assert worth_checking.calls == ("other", "best")  # a cheap check, and the best model only if they disagree
+    assert worth_checking.p_correct == pytest.approx(0.97 * 0.6 + (1 - 0.97 * 0.6) * 0.99)
+
+
+def test_routing_by_worth_stops_when_no_call_is_worth_its_cost() -> None:
+    sure, other, best = (
+        make_spec("sure", "0.1", 0.97, "A"),
+        make_spec("other", "0.1", 0.6, "B"),
+        make_spec("best", "10", 0.99, "C"),
+    )
+    need = Need(input_tokens=500, max_tokens=200, by_agreement=True, tried=frozenset({"sure"}), answers=("sure",))
+    need = replace(need, independent_of=frozenset({"A"}), confirming=0.97, rungs_left=2)
+    decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=0.0001))
+    assert decision.chosen is None and decision.stop and "keep the answer so far" in decision.reason
+    decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=10.0))
+    assert decision.chosen == "other" and not decision.stop and "worth $10" in decision.reason
+    assert decision.estimate is not None and decision.estimate.expected_total > decision.estimate.call_cost
