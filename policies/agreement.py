@@ -16,7 +16,8 @@ one, and the arbiter is right less often than on average.
 
 A call's cost is linear in the prompt's tokens T, so each plan's worth is a line in T. The best
 plan for any T is read off the upper envelope of those lines, built once per kind, answers so far
-and candidates (cached), so a decision costs a bisection, not a search over every triple.
+and candidates (cached), so a decision costs a bisection, not a search over every triple. The
+search is exact for pools of up to `MAX_CANDIDATES`; a larger pool is first cut to a shortlist.
 """
 
 from __future__ import annotations
@@ -93,9 +94,27 @@ def best_plan(
     prior_strength: float,
 ) -> Plan:
     """The plan worth most for this prompt, given the answers so far (none, one, or two that disagree)."""
-    stage = tuple(answers)
-    envelope = _envelope(tuple(candidates), stage, record or _NO_RECORD, value, min(rungs_left, 3), prior_strength)
+    shortlist = _shortlist(candidates, prompt_tokens)
+    envelope = _envelope(shortlist, tuple(answers), record or _NO_RECORD, value, min(rungs_left, 3), prior_strength)
     return envelope.at(prompt_tokens)
+
+
+MAX_CANDIDATES = 24  # plans grow with the cube of candidates: beyond this, a shortlist
+
+
+def _shortlist(candidates: Sequence[Candidate], tokens: int) -> tuple[Candidate, ...]:
+    """All candidates in a pool of up to MAX_CANDIDATES (the search is exact); in a larger one,
+    those no cheaper candidate matches in P(pass), evenly thinned to MAX_CANDIDATES."""
+    if len(candidates) <= MAX_CANDIDATES:
+        return tuple(candidates)
+    front: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.input_price * tokens + c.fixed_cost, -c.p_pass, c.model)):
+        if not front or c.p_pass > front[-1].p_pass:
+            front.append(c)
+    if len(front) > MAX_CANDIDATES:
+        step = (len(front) - 1) / (MAX_CANDIDATES - 1)
+        front = [front[round(i * step)] for i in range(MAX_CANDIDATES)]
+    return tuple(front)
 
 
 _NO_RECORD = KindRecord()

@@ -16,6 +16,10 @@ first opinion is priced together with its cheapest second opinion, and a second 
 answer with P(pass) `Need.confirming`) with the chance P(disagree) ≈ 1 − q·p of paying for the
 escalation too. Opinions are checks, not the final word, so the threshold does not filter them;
 it applies to the escalation that settles a disagreement.
+
+With `RoutingSettings.answer_value` (what a correct answer is worth), agreement-checked tasks are
+routed by whole plans instead, each worth V·P(correct) − E[cost] (`policies.agreement`): the
+plan decides independence and escalation, and may stop and keep the answers so far.
 """
 
 from __future__ import annotations

@@ -140,3 +140,17 @@ def test_routing_by_worth_stops_when_no_call_is_worth_its_cost() -> None:
     decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=10.0))
     assert decision.chosen == "other" and not decision.stop and "worth $10" in decision.reason
     assert decision.estimate is not None and decision.estimate.expected_total > decision.estimate.call_cost
+
+
+def test_a_large_pool_is_searched_through_a_shortlist_of_efficient_candidates() -> None:
+    rng = random.Random(3)
+    pool = candidates(rng, 2_000)
+    plan = best_plan(pool, (), None, value=0.02, prompt_tokens=800, rungs_left=3, prior_strength=4)
+    assert plan.calls and plan.considered < 24**3 + 24
+
+    def cost(c: Candidate) -> float:
+        return c.input_price * 800 + c.fixed_cost
+
+    for model in plan.calls:  # every model asked is one no cheaper model matches
+        chosen = next(c for c in pool if c.model == model)
+        assert not any(cost(c) < cost(chosen) and c.p_pass >= chosen.p_pass for c in pool)

@@ -107,3 +107,13 @@ def test_bad_jurisdiction_code_and_default_class(tmp_path: Path) -> None:
 def test_a_policy_that_is_a_list_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r":1: expected a mapping"):
         load_policy(_write(tmp_path, "- name: p\n"))
+
+
+def test_an_answer_value_reaches_the_router_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
+    from graphs.cascade import CascadeSettings
+
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  answer_value_usd: 0.05\n")
+    assert CascadeSettings.from_policy(load_policy(f).policy).routing.answer_value == 0.05
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  answer_value_usd: 0\n")
+    with pytest.raises(PolicyError, match=r"policy.yaml:4: field 'routing.answer_value_usd'.*greater than 0"):
+        load_policy(f)
