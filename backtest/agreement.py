@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -35,7 +36,8 @@ def agreement_from(traces: TraceSet, train_ids: Iterable[str]) -> dict[str, Kind
     models = sorted(traces.models)
     vendors = [traces.models[m].vendor for m in models]
     pairs = [(a, b) for a, b in itertools.combinations(range(len(models)), 2) if vendors[a] != vendors[b]]
-    return {kind: _kind(np, tasks, models, pairs) for kind, tasks in by_kind.items()}
+    pooled = _kind(np, [t for tasks in by_kind.values() for t in tasks], models, pairs)
+    return {kind: replace(_kind(np, tasks, models, pairs), pooled=pooled) for kind, tasks in by_kind.items()}
 
 
 def _kind(np: Any, tasks: list[Trace], models: list[str], pairs: list[tuple[int, int]]) -> KindRecord:
@@ -70,7 +72,13 @@ def _kind(np: Any, tasks: list[Trace], models: list[str], pairs: list[tuple[int,
     recorded = present & (output > 0)
     counts = recorded.sum(axis=0)
     means = (output * recorded).sum(axis=0) / np.maximum(counts, 1)
-    return KindRecord(records, {m: float(means[j]) for j, m in enumerate(models) if counts[j]})
+    answered = present.sum(axis=0)
+    accuracy = (right * present).sum(axis=0) / np.maximum(answered, 1)
+    return KindRecord(
+        records,
+        output_tokens={m: float(means[j]) for j, m in enumerate(models) if counts[j]},
+        accuracy={m: float(accuracy[j]) for j, m in enumerate(models) if answered[j]},
+    )
 
 
 _CODES: dict[str, int] = {}

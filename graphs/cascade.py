@@ -255,8 +255,9 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     task, attempts = state["task"], state.get("attempts", [])
     answered = [a for a in attempts if a.answer is not None]
     passed = [a for a in answered if a.verdict and a.verdict.passed]
-    # without a pass, the best score from a check that could judge; on a tie, the later rung (a
-    # stronger model). An inconclusive verdict (no second opinion yet) is no evidence either way.
+    # without a pass, the best score from a check that could judge; on a tie, an answer over a blank,
+    # then the later rung (a stronger model). An inconclusive verdict (no second opinion yet) is no
+    # evidence either way.
     best = passed[-1] if passed else max(answered, key=_standing, default=None)
     status: Literal["verified", "unverified", "failed"] = "failed"
     if best is not None:
@@ -274,9 +275,10 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     return {"result": result}
 
 
-def _standing(attempt: Attempt) -> tuple[float, int]:
+def _standing(attempt: Attempt) -> tuple[float, bool, int]:
     verdict = attempt.verdict
-    return (verdict.score if verdict and verdict.verifies else 0.0, attempt.rung)
+    said_something = bool(attempt.answer and attempt.answer.strip())
+    return (verdict.score if verdict and verdict.verifies else 0.0, said_something, attempt.rung)
 
 
 def _stop_reason(best: Attempt | None, passed: bool) -> str:

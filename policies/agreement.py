@@ -9,10 +9,11 @@ caller (`RoutingSettings.answer_value`), a plan is worth
     P(correct) = P(a = b, right) + P(a ≠ b, c right)      E[cost] = c_a + c_b + P(a ≠ b) · c_c
 
 The probabilities are counted on recorded outcomes of the task kind (`PairRecord`, e.g. from a
-backtest's train split) and shrunk towards what independent errors would give (p_a·p_b, and
-(1 − p_a·p_b)·p_c) by `prior_strength` pseudo-tasks: with no record, that estimate alone. The
-independent estimate is optimistic where it matters most: a question two models dispute is a hard
-one, and the arbiter is right less often than on average.
+backtest's train split), shrunk by `prior_strength` pseudo-tasks towards a target: what independent
+errors would give (p_a·p_b, and (1 − p_a·p_b)·p_c), scaled by how far the same pair's record over
+every kind departs from it (`KindRecord.pooled`). Independent errors alone are optimistic where it
+matters most: a question two models dispute is a hard one, and the arbiter is right less often
+than on average; with no record at all, they are all there is.
 
 A call's cost is linear in the prompt's tokens T, so each plan's worth is a line in T. The best
 plan for any T is read off the upper envelope of those lines, built once per kind, answers so far
@@ -23,7 +24,7 @@ search is exact for pools of up to `MAX_CANDIDATES`; a larger pool is first cut 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
@@ -48,6 +49,8 @@ class KindRecord:
 
     pairs: Mapping[tuple[str, str], PairRecord] = field(default_factory=dict)
     output_tokens: Mapping[str, float] = field(default_factory=dict)
+    accuracy: Mapping[str, float] = field(default_factory=dict)  # each model's mean `correct` here
+    pooled: KindRecord | None = None  # the same over every kind: where this kind's record is thin
 
     def pair(self, a: str, b: str) -> PairRecord | None:
         return self.pairs.get((a, b) if a < b else (b, a))
@@ -220,31 +223,42 @@ def _order(a: Candidate, b: Candidate, a_index: int | None) -> tuple[str, ...]:
 
 
 class _Odds:
-    """Recorded frequencies for a pair, shrunk towards independent errors."""
+    """A pair's record on this kind, shrunk towards a target: what independent errors would give,
+    scaled by how far the same pair's record over every kind departs from independence."""
 
     def __init__(self, record: KindRecord, prior_strength: float) -> None:
-        self.record, self.s = record, prior_strength
-
-    def _blend(self, a: Candidate, b: Candidate, counted: float | None, independent: float) -> float:
-        pair = self.record.pair(a.model, b.model)
-        if pair is None or counted is None:
-            return independent
-        return (counted + self.s * independent) / (pair.tasks + self.s)
+        self.record, self.pooled, self.s = record, record.pooled, prior_strength
 
     def agree_right(self, a: Candidate, b: Candidate) -> float:
-        pair = self.record.pair(a.model, b.model)
-        return self._blend(a, b, pair.agree_right if pair else None, a.p_pass * b.p_pass)
+        return self._estimate(a, b, lambda r: r.agree_right, lambda p: p(a) * p(b))
 
     def disputed(self, a: Candidate, b: Candidate) -> float:
-        pair = self.record.pair(a.model, b.model)
-        return max(self._blend(a, b, pair.disagree if pair else None, 1 - a.p_pass * b.p_pass), 1e-9)
+        return max(self._estimate(a, b, lambda r: r.disagree, lambda p: 1 - p(a) * p(b)), 1e-9)
 
     def right_when_disputed(self, a: Candidate, b: Candidate, c: Candidate) -> float:
-        pair = self.record.pair(a.model, b.model)
+        def count(r: PairRecord) -> float:
+            return r.right_when_disputed.get(c.model, 0.0)
+
         if c.model in (a.model, b.model):  # one of the two: right while the other is wrong
             other = b if c.model == a.model else a
-            independent = c.p_pass * (1 - other.p_pass)
-        else:
-            independent = (1 - a.p_pass * b.p_pass) * c.p_pass
-        counted = pair.right_when_disputed.get(c.model, 0.0) if pair else None
-        return self._blend(a, b, counted, independent)
+            return self._estimate(a, b, count, lambda p: p(c) * (1 - p(other)))
+        return self._estimate(a, b, count, lambda p: (1 - p(a) * p(b)) * p(c))
+
+    def _estimate(
+        self,
+        a: Candidate,
+        b: Candidate,
+        count: Callable[[PairRecord], float],
+        independent: Callable[[Callable[[Candidate], float]], float],
+    ) -> float:
+        target = independent(lambda m: m.p_pass)
+        pooled = self.pooled.pair(a.model, b.model) if self.pooled else None
+        if self.pooled and pooled and pooled.tasks:
+            accuracy = self.pooled.accuracy
+            expected = independent(lambda m: accuracy.get(m.model, m.p_pass))
+            if expected > 0:
+                target = min(1.0, target * count(pooled) / pooled.tasks / expected)
+        pair = self.record.pair(a.model, b.model)
+        if pair is None:
+            return target
+        return (count(pair) + self.s * target) / (pair.tasks + self.s)

@@ -134,6 +134,7 @@ class RoutingSettings:
     explore: bool = False
     explore_cost_ratio: float = 1.0  # exploration may pick a call costing up to this × the greedy one
     answer_value: float | None = None  # USD a correct answer is worth: agreement plans are then chosen by worth
+    pair_prior_tasks: float = 100.0  # how many tasks the every-kind record of a pair counts for, on one kind
 
 
 def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> float:
@@ -245,7 +246,7 @@ def _choose_plan(
         value=settings.answer_value,
         prompt_tokens=need.input_tokens,
         rungs_left=int(min(_rungs_left(need), 3)),
-        prior_strength=settings.adequacy.prior_strength,
+        prior_strength=settings.pair_prior_tasks,
     )
     costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
     estimates = [Estimate(s.id, s.vendor, p, c, c) for (s, p), c in zip(allowed, costs, strict=True)]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.agreement import Candidate, KindRecord, PairRecord, best_plan
+from policies.agreement import Candidate, KindRecord, PairRecord, _Odds, best_plan
 from policies.routing import Need, RoutingSettings, choose
 
 from .conftest import make_spec
@@ -23,7 +23,7 @@ def candidates(rng: random.Random, n: int) -> tuple[Candidate, ...]:
     )
 
 
-def record(rng: random.Random, pool: tuple[Candidate, ...]) -> KindRecord:
+def record(rng: random.Random, pool: tuple[Candidate, ...], pooled: KindRecord | None = None) -> KindRecord:
     pairs = {}
     for a, b in itertools.combinations(sorted(c.model for c in pool), 2):
         if rng.random() < 0.7:  # some pairs were never recorded: independent estimates for those
@@ -31,54 +31,36 @@ def record(rng: random.Random, pool: tuple[Candidate, ...]) -> KindRecord:
             disagree = rng.randrange(tasks + 1)
             right = {c.model: rng.uniform(0, disagree) for c in pool}
             pairs[(a, b)] = PairRecord(tasks, rng.uniform(0, tasks - disagree), disagree, right)
-    return KindRecord(pairs)
+    return KindRecord(pairs, accuracy={c.model: rng.uniform(0.2, 0.9) for c in pool}, pooled=pooled)
 
 
-def brute_force(pool, answers, rec, value, tokens, rungs, s):  # the definition, spelled out
-    def p(c):
-        return c.p_pass
-
-    def blend(a, b, counted, independent):
-        pair = rec.pair(a.model, b.model)
-        return independent if pair is None else (counted(pair) + s * independent) / (pair.tasks + s)
-
-    def agree_right(a, b):
-        return blend(a, b, lambda r: r.agree_right, p(a) * p(b))
-
-    def disputed(a, b):
-        return max(blend(a, b, lambda r: r.disagree, 1 - p(a) * p(b)), 1e-9)
-
-    def right_disputed(a, b, c):
-        other = b if c is a else a
-        independent = p(c) * (1 - p(other)) if c in (a, b) else (1 - p(a) * p(b)) * p(c)
-        return blend(a, b, lambda r: r.right_when_disputed.get(c.model, 0.0), independent)
+def brute_force(pool, answers, rec, value, tokens, rungs, s):  # every plan, spelled out
+    odds = _Odds(rec, s)
 
     def cost(c):
         return c.input_price * tokens + c.fixed_cost
 
-    plans = []  # (worth, calls)
+    def triple(a, b, c):
+        return odds.agree_right(a, b) + odds.right_when_disputed(a, b, c)
+
+    plans = []  # worth of each plan
     if len(answers) == 2:
         a, b = answers
-        plans.append((value * right_disputed(a, b, b) / disputed(a, b), ()))
-        plans += [(value * right_disputed(a, b, c) / disputed(a, b) - cost(c), (c.model,)) for c in pool]
+        plans.append(value * odds.right_when_disputed(a, b, b) / odds.disputed(a, b))
+        plans += [value * odds.right_when_disputed(a, b, c) / odds.disputed(a, b) - cost(c) for c in pool]
     elif len(answers) == 1:
         (a,) = answers
-        plans.append((value * p(a), ()))
-        for b in pool:
-            if b.vendor != a.vendor:
-                plans.append((value * (agree_right(a, b) + right_disputed(a, b, b)) - cost(b), (b.model,)))
+        plans.append(value * a.p_pass)
+        plans += [value * triple(a, b, b) - cost(b) for b in pool if b.vendor != a.vendor]
         for b, c in itertools.permutations(pool, 2):
             if b.vendor != a.vendor and rungs >= 2:
-                worth = value * (agree_right(a, b) + right_disputed(a, b, c)) - cost(b) - disputed(a, b) * cost(c)
-                plans.append((worth, (b.model, c.model)))
+                plans.append(value * triple(a, b, c) - cost(b) - odds.disputed(a, b) * cost(c))
     else:
-        plans += [(value * p(c) - cost(c), (c.model,)) for c in pool]
+        plans += [value * c.p_pass - cost(c) for c in pool]
         for a, b, c in itertools.permutations(pool, 3):
             if a.vendor != b.vendor and rungs >= 3:
-                worth = value * (agree_right(a, b) + right_disputed(a, b, c))
-                worth -= cost(a) + cost(b) + disputed(a, b) * cost(c)
-                plans.append((worth, (a.model, b.model, c.model)))
-    return max(w for w, _ in plans)
+                plans.append(value * triple(a, b, c) - cost(a) - cost(b) - odds.disputed(a, b) * cost(c))
+    return max(plans)
 
 
 @settings(max_examples=60, deadline=None)
@@ -89,7 +71,7 @@ def test_the_envelope_picks_a_plan_worth_the_most(seed: int, stage: int, rungs: 
     answers, pool = everyone[:stage], everyone[stage:]
     if stage == 2 and answers[0].vendor == answers[1].vendor:
         answers = (answers[0], answers[1]._replace(vendor="other"))
-    rec = record(rng, everyone)
+    rec = record(rng, everyone, pooled=record(rng, everyone))
     value = rng.uniform(0.001, 0.05)
     for tokens in (0, 10, 500, 3_000, 100_000):
         plan = best_plan(pool, answers, rec, value=value, prompt_tokens=tokens, rungs_left=rungs, prior_strength=4)
@@ -154,3 +136,13 @@ def test_a_large_pool_is_searched_through_a_shortlist_of_efficient_candidates() 
     for model in plan.calls:  # every model asked is one no cheaper model matches
         chosen = next(c for c in pool if c.model == model)
         assert not any(cost(c) < cost(chosen) and c.p_pass >= chosen.p_pass for c in pool)
+
+
+def test_a_thin_record_leans_on_the_pairs_record_over_every_kind() -> None:
+    a, b, c = Candidate("a", "A", 0.6, 0, 0), Candidate("b", "B", 0.5, 0, 0), Candidate("c", "C", 0.8, 0, 0)
+    # over every kind, c was right on 40% of a/b disputes, where independent errors predict 0.7 × 0.7 = 49%
+    pooled = KindRecord({("a", "b"): PairRecord(1000, 200, 700, {"c": 280})}, accuracy={"a": 0.5, "b": 0.6, "c": 0.7})
+    thin = KindRecord({("a", "b"): PairRecord(10, 3, 6, {"c": 6})}, pooled=pooled)
+    target = (1 - 0.6 * 0.5) * 0.8 * (280 / 1000) / ((1 - 0.5 * 0.6) * 0.7)
+    assert _Odds(thin, 100).right_when_disputed(a, b, c) == pytest.approx((6 + 100 * target) / 110)
+    assert _Odds(KindRecord(), 100).right_when_disputed(a, b, c) == pytest.approx(0.7 * 0.8)  # nothing recorded

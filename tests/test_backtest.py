@@ -16,8 +16,9 @@ import pytest
 from agents.evaluators import Consensus
 from backtest import load_traces, run_backtest, split
 from backtest.replay import ReplayGateway, _score
-from graphs.cascade import Cascade
+from graphs.cascade import Cascade, CascadeSettings
 from policies.config import RoutingConfig, ShareCap
+from policies.routing import RoutingSettings
 from polycascade import ConfigError, Task
 from polycascade.catalog import Catalog
 from polycascade.governor import DEFAULT_POLICY, Governor
@@ -137,23 +138,31 @@ def test_replay_never_reads_correct_on_the_test_split(tmp_path: Path) -> None:
     assert ours_a["accuracy"] != ours_b["accuracy"]  # only the scoring saw the flip
 
 
-def test_the_direct_driver_and_langgraph_make_the_same_decisions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("answer_value", [None, 0.0004])  # by threshold; by worth (stops on some tasks)
+def test_the_direct_driver_and_langgraph_make_the_same_decisions(tmp_path: Path, answer_value: float | None) -> None:
     traces = load_traces(synthetic(tmp_path / "t.csv", 30))
+    settings = CascadeSettings(routing=RoutingSettings(answer_value=answer_value))
 
     def make() -> Cascade:
         ledger = MemoryLedger()
         gateway = ReplayGateway(traces, Catalog(traces.models.values()), ledger)
-        return Cascade(gateway, list(traces.models.values()), evaluator=Consensus(), governor=Governor(ledger=ledger))
+        pool = list(traces.models.values())
+        return Cascade(gateway, pool, evaluator=Consensus(), governor=Governor(ledger=ledger), settings=settings)
 
-    async def both() -> None:
+    async def both() -> list[str]:
         a, b = make(), make()
+        stops = []
         for task_id, trace in traces.tasks.items():
             task = Task("", kind=trace.category, id=task_id, input_tokens=100, max_tokens=100)
             via_graph, direct = await a.run(task), await b.run_direct(task)
             assert [(x.model, x.verdict) for x in via_graph.attempts] == [(x.model, x.verdict) for x in direct.attempts]
-            assert via_graph.total_cost == direct.total_cost
+            assert via_graph.total_cost == direct.total_cost and via_graph.stop_reason == direct.stop_reason
+            stops.append(direct.stop_reason)
+        return stops
 
-    asyncio.run(both())
+    stops = asyncio.run(both())
+    if answer_value is not None:  # some answers were kept without a second opinion, and said so
+        assert any("keep the answer so far" in s for s in stops), stops
 
 
 def test_cli_json_and_sweep_plot(tmp_path: Path) -> None:
@@ -290,6 +299,8 @@ def test_pair_agreement_is_counted_on_the_train_split_as_the_live_check_compares
     assert bc is not None and (bc.agree_right, bc.disagree) == (1.0, 2)  # t2 agreed; t1, t3 not
     assert bc.right_when_disputed == {"a": 1.0, "b": 1.0, "c": 1.0}
     assert record.output_tokens == {"a": 10.0, "b": 30.0, "c": 70.0}
+    assert record.accuracy == pytest.approx({"a": 1 / 3, "b": 2 / 3, "c": 2 / 3})
+    assert record.pooled is not None and record.pooled.pair("a", "b") == ab  # one kind: every kind is this one
 
 
 def test_a_policy_with_an_answer_value_replays_by_worth(tmp_path: Path) -> None:
