@@ -219,7 +219,8 @@ def _triples(candidates: tuple[Candidate, ...], a: Candidate, a_index: int | Non
 def _order(a: Candidate, b: Candidate, a_index: int | None) -> tuple[str, ...]:
     if a_index is None:
         return (b.model,)  # a has answered: b is next
-    return (a.model, b.model) if a.fixed_cost <= b.fixed_cost else (b.model, a.model)  # the cheaper first
+    # the stronger second: if they disagree and no arbiter is worth asking, the later answer stands
+    return (a.model, b.model) if (a.p_pass, a.model) <= (b.p_pass, b.model) else (b.model, a.model)
 
 
 class _Odds:
