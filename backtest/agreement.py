@@ -12,8 +12,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.evaluators import normalise
@@ -36,55 +35,74 @@ def agreement_from(traces: TraceSet, train_ids: Iterable[str]) -> dict[str, Kind
     models = sorted(traces.models)
     vendors = [traces.models[m].vendor for m in models]
     pairs = [(a, b) for a, b in itertools.combinations(range(len(models)), 2) if vendors[a] != vendors[b]]
-    pooled = _kind(np, [t for tasks in by_kind.values() for t in tasks], models, pairs)
-    return {kind: replace(_kind(np, tasks, models, pairs), pooled=pooled) for kind, tasks in by_kind.items()}
+    codes = _Codes()
+    tables = {kind: _Table.of(np, tasks, models, codes) for kind, tasks in by_kind.items()}
+    pooled = _Table.joined(np, list(tables.values())).record(np, models, pairs)
+    return {kind: replace(table.record(np, models, pairs), pooled=pooled) for kind, table in tables.items()}
 
 
-def _kind(np: Any, tasks: list[Trace], models: list[str], pairs: list[tuple[int, int]]) -> KindRecord:
-    index = {m: j for j, m in enumerate(models)}
-    shape = (len(tasks), len(models))
-    codes = np.full(shape, -1, dtype=np.int64)  # -1: no outcome recorded
-    right = np.zeros(shape)
-    output = np.zeros(shape)
-    blank = -2  # blank answers get codes of their own, below -1: they agree with nothing
-    for t, trace in enumerate(tasks):
-        for model, outcome in trace.outcomes.items():
-            j = index[model]
-            right[t, j] = outcome.correct
-            output[t, j] = outcome.output_tokens or 0
-            code = _code(outcome.answer or "")
-            if code is None:
-                code, blank = blank, blank - 1
-            codes[t, j] = code
-    present = codes != -1
-    records = {}
-    for a, b in pairs:
-        both = present[:, a] & present[:, b]
-        disputed = both & (codes[:, a] != codes[:, b])
-        agreed = both & ~disputed
-        right_when_disputed = disputed.astype(float) @ right
-        records[(models[a], models[b])] = PairRecord(
-            tasks=int(both.sum()),
-            agree_right=float(right[agreed, a].sum()),
-            disagree=int(disputed.sum()),
-            right_when_disputed={models[j]: float(v) for j, v in enumerate(right_when_disputed) if v},
+@dataclass
+class _Table:
+    """Tasks × models: each answer as a code (equal codes agree), `correct`, output tokens."""
+
+    codes: Any
+    right: Any
+    output: Any
+
+    @classmethod
+    def of(cls, np: Any, tasks: list[Trace], models: list[str], answer_code: _Codes) -> _Table:
+        index = {m: j for j, m in enumerate(models)}
+        shape = (len(tasks), len(models))
+        table = cls(np.full(shape, -1, dtype=np.int64), np.zeros(shape), np.zeros(shape))  # code -1: no outcome
+        blank = -2  # each blank answer gets a code of its own, below -1: it agrees with nothing
+        for t, trace in enumerate(tasks):
+            for model, outcome in trace.outcomes.items():
+                j = index[model]
+                table.right[t, j] = outcome.correct
+                table.output[t, j] = outcome.output_tokens or 0
+                code = answer_code(outcome.answer or "")
+                if code is None:
+                    code, blank = blank, blank - 1
+                table.codes[t, j] = code
+        return table
+
+    @classmethod
+    def joined(cls, np: Any, tables: list[_Table]) -> _Table:
+        return cls(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("codes", "right", "output")))
+
+    def record(self, np: Any, models: list[str], pairs: list[tuple[int, int]]) -> KindRecord:
+        present = self.codes != -1
+        records = {}
+        for a, b in pairs:
+            both = present[:, a] & present[:, b]
+            disputed = both & (self.codes[:, a] != self.codes[:, b])
+            right_when_disputed = disputed.astype(float) @ self.right
+            records[(models[a], models[b])] = PairRecord(
+                tasks=int(both.sum()),
+                agree_right=float(self.right[both & ~disputed, a].sum()),
+                disagree=int(disputed.sum()),
+                right_when_disputed={models[j]: float(v) for j, v in enumerate(right_when_disputed) if v},
+            )
+        recorded = present & (self.output > 0)
+        outputs, answered = recorded.sum(axis=0), present.sum(axis=0)
+        mean_output = (self.output * recorded).sum(axis=0) / np.maximum(outputs, 1)
+        accuracy = (self.right * present).sum(axis=0) / np.maximum(answered, 1)
+        return KindRecord(
+            records,
+            output_tokens={m: float(mean_output[j]) for j, m in enumerate(models) if outputs[j]},
+            accuracy={m: float(accuracy[j]) for j, m in enumerate(models) if answered[j]},
         )
-    recorded = present & (output > 0)
-    counts = recorded.sum(axis=0)
-    means = (output * recorded).sum(axis=0) / np.maximum(counts, 1)
-    answered = present.sum(axis=0)
-    accuracy = (right * present).sum(axis=0) / np.maximum(answered, 1)
-    return KindRecord(
-        records,
-        output_tokens={m: float(means[j]) for j, m in enumerate(models) if counts[j]},
-        accuracy={m: float(accuracy[j]) for j, m in enumerate(models) if answered[j]},
-    )
 
 
-_CODES: dict[str, int] = {}
+class _Codes:
+    """One code per answer the live check calls equal (`normalise`); None for a blank answer."""
 
+    def __init__(self) -> None:
+        self.by_answer: dict[str, int | None] = {}  # answers repeat (a letter, a number): normalise each once
+        self.by_text: dict[str, int] = {}
 
-@lru_cache(maxsize=65536)  # answers repeat (a letter, a number): normalise each distinct text once
-def _code(answer: str) -> int | None:
-    text = normalise(answer)
-    return _CODES.setdefault(text, len(_CODES)) if text else None
+    def __call__(self, answer: str) -> int | None:
+        if answer not in self.by_answer:
+            text = normalise(answer)
+            self.by_answer[answer] = self.by_text.setdefault(text, len(self.by_text)) if text else None
+        return self.by_answer[answer]

@@ -9,7 +9,7 @@ caller (`RoutingSettings.answer_value`), a plan is worth
     P(correct) = P(a = b, right) + P(a ≠ b, c right)      E[cost] = c_a + c_b + P(a ≠ b) · c_c
 
 The probabilities are counted on recorded outcomes of the task kind (`PairRecord`, e.g. from a
-backtest's train split), shrunk by `prior_strength` pseudo-tasks towards a target: what independent
+backtest's train split), shrunk by `prior_tasks` pseudo-tasks towards a target: what independent
 errors would give (p_a·p_b, and (1 − p_a·p_b)·p_c), scaled by how far the same pair's record over
 every kind departs from it (`KindRecord.pooled`). Independent errors alone are optimistic where it
 matters most: a question two models dispute is a hard one, and the arbiter is right less often
@@ -44,13 +44,14 @@ class PairRecord:
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: a cache key for the envelopes built from it
 class KindRecord:
-    """What was recorded on one task kind: pairs (keyed by model ids in sorted order), and each
-    model's mean output tokens, since a verbose model's answer costs more than max_tokens suggests."""
+    """What was recorded on one task kind: how pairs agreed (keyed by model ids in sorted order),
+    each model's accuracy, and its mean output tokens (a verbose model's answer costs more than
+    max_tokens suggests). `pooled` is the same record over every kind."""
 
     pairs: Mapping[tuple[str, str], PairRecord] = field(default_factory=dict)
     output_tokens: Mapping[str, float] = field(default_factory=dict)
     accuracy: Mapping[str, float] = field(default_factory=dict)  # each model's mean `correct` here
-    pooled: KindRecord | None = None  # the same over every kind: where this kind's record is thin
+    pooled: KindRecord | None = None  # leaned on where this kind's record is thin
 
     def pair(self, a: str, b: str) -> PairRecord | None:
         return self.pairs.get((a, b) if a < b else (b, a))
@@ -94,11 +95,11 @@ def best_plan(
     value: float,
     prompt_tokens: int,
     rungs_left: int,
-    prior_strength: float,
+    prior_tasks: float,
 ) -> Plan:
     """The plan worth most for this prompt, given the answers so far (none, one, or two that disagree)."""
     shortlist = _shortlist(candidates, prompt_tokens)
-    envelope = _envelope(shortlist, tuple(answers), record or _NO_RECORD, value, min(rungs_left, 3), prior_strength)
+    envelope = _envelope(shortlist, tuple(answers), record or _NO_RECORD, value, min(rungs_left, 3), prior_tasks)
     return envelope.at(prompt_tokens)
 
 
@@ -156,9 +157,9 @@ def _envelope(
     record: KindRecord,
     value: float,
     rungs_left: int,
-    prior_strength: float,
+    prior_tasks: float,
 ) -> _Envelope:
-    odds = _Odds(record, prior_strength)
+    odds = _Odds(record, prior_tasks)
     lines = []
     for option in _options(candidates, answers, odds, rungs_left):
         slope = sum(candidates[i].input_price * w for i, w in option.weights)
@@ -227,8 +228,8 @@ class _Odds:
     """A pair's record on this kind, shrunk towards a target: what independent errors would give,
     scaled by how far the same pair's record over every kind departs from independence."""
 
-    def __init__(self, record: KindRecord, prior_strength: float) -> None:
-        self.record, self.pooled, self.s = record, record.pooled, prior_strength
+    def __init__(self, record: KindRecord, prior_tasks: float) -> None:
+        self.record, self.pooled, self.s = record, record.pooled, prior_tasks
 
     def agree_right(self, a: Candidate, b: Candidate) -> float:
         return self._estimate(a, b, lambda r: r.agree_right, lambda p: p(a) * p(b))

@@ -246,7 +246,7 @@ def _choose_plan(
         value=settings.answer_value,
         prompt_tokens=need.input_tokens,
         rungs_left=int(min(_rungs_left(need), 3)),
-        prior_strength=settings.pair_prior_tasks,
+        prior_tasks=settings.pair_prior_tasks,
     )
     costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
     estimates = [Estimate(s.id, s.vendor, p, c, c) for (s, p), c in zip(allowed, costs, strict=True)]

@@ -74,7 +74,7 @@ def test_the_envelope_picks_a_plan_worth_the_most(seed: int, stage: int, rungs: 
     rec = record(rng, everyone, pooled=record(rng, everyone))
     value = rng.uniform(0.001, 0.05)
     for tokens in (0, 10, 500, 3_000, 100_000):
-        plan = best_plan(pool, answers, rec, value=value, prompt_tokens=tokens, rungs_left=rungs, prior_strength=4)
+        plan = best_plan(pool, answers, rec, value=value, prompt_tokens=tokens, rungs_left=rungs, prior_tasks=4)
         assert plan.value == pytest.approx(
             brute_force(pool, answers, rec, value, tokens, rungs, 4), rel=1e-9, abs=1e-12
         )
@@ -87,12 +87,12 @@ def test_recorded_disputes_steer_the_arbiter_away_from_a_model_that_is_only_good
     pro = Candidate("pro", "Google", 0.75, 0.0, 0.002)
     pool = (flash, pro)
     answers = (deep, phi)
-    optimistic = best_plan(pool, answers, None, value=0.01, prompt_tokens=0, rungs_left=1, prior_strength=4)
+    optimistic = best_plan(pool, answers, None, value=0.01, prompt_tokens=0, rungs_left=1, prior_tasks=4)
     assert optimistic.calls == ("flash",)  # independent errors: flash is as good as ever after a dispute
     # recorded: when deep and phi disagreed, flash was right 40% of the time and pro 70%
     disputes = PairRecord(1000, 200, 600, {"flash": 240, "pro": 420, "deep": 150, "phi": 120})
     rec = KindRecord({("deep", "phi"): disputes})
-    informed = best_plan(pool, answers, rec, value=0.01, prompt_tokens=0, rungs_left=1, prior_strength=4)
+    informed = best_plan(pool, answers, rec, value=0.01, prompt_tokens=0, rungs_left=1, prior_tasks=4)
     assert informed.calls == ("pro",) and informed.p_correct == pytest.approx((420 + 4 * 0.7525 * 0.75) / 603.01)
 
 
@@ -100,11 +100,9 @@ def test_a_sure_answer_is_kept_unless_a_correct_one_is_worth_checking_it() -> No
     sure = Candidate("sure", "A", 0.97, 0.0, 0.001)
     other = Candidate("other", "B", 0.6, 0.0, 0.001)
     best = Candidate("best", "C", 0.99, 0.0, 0.01)
-    plan = best_plan((other, best), (sure,), None, value=0.01, prompt_tokens=100, rungs_left=2, prior_strength=4)
+    plan = best_plan((other, best), (sure,), None, value=0.01, prompt_tokens=100, rungs_left=2, prior_tasks=4)
     assert plan.calls == () and plan.expected_cost == 0 and "unverified" in plan.describe()
-    worth_checking = best_plan(
-        (other, best), (sure,), None, value=10, prompt_tokens=100, rungs_left=2, prior_strength=4
-    )
+    worth_checking = best_plan((other, best), (sure,), None, value=10, prompt_tokens=100, rungs_left=2, prior_tasks=4)
     assert worth_checking.calls == ("other", "best")  # a cheap check, and the best model only if they disagree
     assert worth_checking.p_correct == pytest.approx(0.97 * 0.6 + (1 - 0.97 * 0.6) * 0.99)
 
@@ -127,7 +125,7 @@ def test_routing_by_worth_stops_when_no_call_is_worth_its_cost() -> None:
 def test_a_large_pool_is_searched_through_a_shortlist_of_efficient_candidates() -> None:
     rng = random.Random(3)
     pool = candidates(rng, 2_000)
-    plan = best_plan(pool, (), None, value=0.02, prompt_tokens=800, rungs_left=3, prior_strength=4)
+    plan = best_plan(pool, (), None, value=0.02, prompt_tokens=800, rungs_left=3, prior_tasks=4)
     assert plan.calls and plan.considered < 24**3 + 24
 
     def cost(c: Candidate) -> float:
