@@ -2,5 +2,6 @@
 
 from .run import run_backtest, split
 from .traces import TraceSet, load_traces
+from .tune import tune_answer_value
 
-__all__ = ["TraceSet", "load_traces", "run_backtest", "split"]
+__all__ = ["TraceSet", "load_traces", "run_backtest", "split", "tune_answer_value"]

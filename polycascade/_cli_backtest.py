@@ -35,6 +35,16 @@ def backtest(
     plot_path: Annotated[Path, typer.Option("--plot", help="Where --sweep writes its PNG.")] = Path(
         "backtest-sweep.png"
     ),
+    target_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--target-cost",
+            min=0.0,
+            max=1.0,
+            help="Choose the answer value on the train split alone: the most accurate whose spend stays within "
+            "this share of the best single model's (e.g. 0.15); then replay the test split with it.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
@@ -56,6 +66,10 @@ def backtest(
 
             result = sweep(data, loaded, DEFAULT_GRID, train_fraction=train_fraction, seed=seed)
             result["plot"] = str(plot(result, plot_path))
+        elif target_cost is not None:
+            from backtest.tune import tune_answer_value
+
+            result = tune_answer_value(data, loaded, target_cost, train_fraction=train_fraction, seed=seed)
         else:
             result = run_backtest(data, loaded, train_fraction=train_fraction, seed=seed)
     except ValueError as exc:
@@ -87,6 +101,10 @@ def _print_result(result: dict[str, Any]) -> None:
     shares = ", ".join(f"{v} {d['spend_share']:.0%}" for v, d in ours["by_vendor"].items())
     out.print(f"spend by vendor: {shares}")
     out.print(f"policy violations: {ours['violations']}")
+    if tuning := result.get("tuning"):
+        out.print(f"answer value ${tuning['chosen_answer_value_usd']:g}, chosen on the train split for spend ≤ "
+                  f"{tuning['target_cost_vs_best_single']:.0%} of the best single model's"
+                  + ("" if tuning["met_on_train"] else " (no value met it there: the cheapest)"))  # fmt: skip
 
 
 def _print_sweep(result: dict[str, Any]) -> None:

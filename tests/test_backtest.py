@@ -316,3 +316,19 @@ def test_a_policy_with_an_answer_value_replays_by_worth(tmp_path: Path) -> None:
     stingy = run_backtest(traces, cheap, with_baselines=False, workers=1)["polycascade"]
     assert Decimal(stingy["total_cost_usd"]) < Decimal(ours["total_cost_usd"])  # a cheap answer: one call, kept
     assert stingy["escalation_rate"] == 0
+
+
+def test_target_cost_chooses_the_answer_value_on_the_train_split_alone(tmp_path: Path) -> None:
+    traces = synthetic(tmp_path / "t.csv", 400)
+    result = run_cli("backtest", "--traces", str(traces), "--target-cost", "0.3", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    tuning = data["tuning"]
+    assert data["settings"]["answer_value_usd"] == tuning["chosen_answer_value_usd"]
+    within = [t for t in tuning["trials"] if t["cost_vs_best_single"] <= 0.3]
+    assert tuning["met_on_train"] == bool(within)
+    if within:  # the most accurate trial within the target, on half the train split
+        assert tuning["chosen_answer_value_usd"] in {t["answer_value_usd"] for t in within}
+        assert max(t["accuracy"] for t in within) == next(
+            t["accuracy"] for t in within if t["answer_value_usd"] == tuning["chosen_answer_value_usd"]
+        )
