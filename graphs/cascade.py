@@ -92,7 +92,6 @@ class CascadeContext:
 class _Pending:
     attempt: Attempt
     finish_reason: str | None
-    p_pass: float
 
 
 class CascadeState(TypedDict, total=False):
@@ -217,10 +216,9 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     answered = Attempt(
         rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why,
         tool_calls=completion.tool_calls, input_tokens=completion.usage.input_tokens,
-        output_tokens=completion.usage.output_tokens,
+        output_tokens=completion.usage.output_tokens, p_pass=decision.estimate.p_pass if decision.estimate else 0.0,
     )  # fmt: skip
-    p_pass = decision.estimate.p_pass if decision.estimate else 0.0
-    return Command(update={"pending": _Pending(answered, completion.finish_reason, p_pass)}, goto="evaluate")
+    return Command(update={"pending": _Pending(answered, completion.finish_reason)}, goto="evaluate")
 
 
 async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Command[Literal["finish", "route"]]:
@@ -241,10 +239,11 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     done = replace(pending.attempt, verdict=verdict)
     if verdict.passed:
         return Command(update={"attempts": [done]}, goto="finish")
-    floor = max(state.get("floor") or 0.0, pending.p_pass)  # what comes next must beat every answer so far
+    p_pass = pending.attempt.p_pass or 0.0
+    floor = max(state.get("floor") or 0.0, p_pass)  # what comes next must beat every answer so far
     if not verdict.verifies:  # inconclusive (e.g. no second opinion yet): ask another vendor, not a stronger one
         asked = frozenset(a.vendor for a in (*state.get("attempts", []), done) if a.answer is not None)
-        update = {"attempts": [done], "independent_of": asked, "confirming": pending.p_pass, "floor": floor}
+        update = {"attempts": [done], "independent_of": asked, "confirming": p_pass, "floor": floor}
         return Command(update=update, goto="route")
     # a failed check: escalate to a stronger model, of any vendor (the evaluator decides what its agreement proves)
     update = {"attempts": [done], "floor": floor, "confirming": None, "independent_of": frozenset()}
@@ -256,8 +255,8 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     answered = [a for a in attempts if a.answer is not None]
     passed = [a for a in answered if a.verdict and a.verdict.passed]
     # without a pass, the best score from a check that could judge; on a tie, an answer over a blank,
-    # then the later rung (a stronger model). An inconclusive verdict (no second opinion yet) is no
-    # evidence either way.
+    # then the model the router rated likelier to pass, then the later rung. An inconclusive verdict
+    # (no second opinion yet) is no evidence either way.
     best = passed[-1] if passed else max(answered, key=_standing, default=None)
     status: Literal["verified", "unverified", "failed"] = "failed"
     if best is not None:
@@ -275,10 +274,11 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     return {"result": result}
 
 
-def _standing(attempt: Attempt) -> tuple[float, bool, int]:
+def _standing(attempt: Attempt) -> tuple[float, bool, float, int]:
     verdict = attempt.verdict
     said_something = bool(attempt.answer and attempt.answer.strip())
-    return (verdict.score if verdict and verdict.verifies else 0.0, said_something, attempt.rung)
+    score = verdict.score if verdict and verdict.verifies else 0.0
+    return (score, said_something, attempt.p_pass or 0.0, attempt.rung)
 
 
 def _stop_reason(best: Attempt | None, passed: bool) -> str:

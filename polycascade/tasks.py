@@ -79,6 +79,7 @@ class Attempt:
     tool_calls: tuple[ToolCall, ...] = ()
     input_tokens: int = 0
     output_tokens: int = 0
+    p_pass: float | None = None  # the router's estimate when it chose this model
 
     def to_dict(self) -> dict[str, Any]:
         return {

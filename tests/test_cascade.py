@@ -194,3 +194,22 @@ async def test_the_result_names_the_attempt_it_returns_even_when_an_earlier_rung
     assert result.status == "unverified" and [a.model for a in result.attempts] == ["v/cheap", "v/mid", "v/strong"]
     assert result.chosen is result.attempts[0]
     assert (result.answer, result.model, result.call_id) == ("Lyon", "v/cheap", result.attempts[0].call_id)
+
+
+def test_without_a_pass_the_likelier_answer_stands_and_any_answer_beats_a_blank() -> None:
+    from graphs.cascade import finish
+    from polycascade.tasks import Attempt, Verdict
+
+    disagrees = Verdict(False, 0.0, "disagrees with every earlier answer", "consensus", teaches=False)
+    first = Verdict(False, 0.5, "no answer from another vendor yet", "consensus", verifies=False)
+
+    def answered(rung: int, model: str, answer: str, p: float, verdict: Verdict) -> Attempt:
+        return Attempt(rung, model, model.upper(), Decimal("0.001"), answer, verdict=verdict, p_pass=p)
+
+    attempts = [
+        answered(1, "strong", "B", 0.8, first),
+        answered(2, "weak", "C", 0.5, disagrees),  # later, but rated less likely to be right
+        answered(3, "mute", " ", 0.9, disagrees),  # rated highest, but said nothing
+    ]
+    result: TaskResult = finish({"task": Task("q"), "attempts": attempts}, None)["result"]  # type: ignore[arg-type]
+    assert result.model == "strong" and result.answer == "B" and result.status == "unverified"
