@@ -41,7 +41,7 @@ def backtest(
             "--target-cost",
             min=0.0,
             max=1.0,
-            help="Choose the answer value on the train split alone: the most accurate whose spend stays within "
+            help="Choose the answer value on the train split alone: the largest whose spend stays within "
             "this share of the best single model's (e.g. 0.15); then replay the test split with it.",
         ),
     ] = None,
@@ -104,7 +104,7 @@ def _print_result(result: dict[str, Any]) -> None:
     if tuning := result.get("tuning"):
         out.print(f"answer value ${tuning['chosen_answer_value_usd']:g}, chosen on the train split for spend ≤ "
                   f"{tuning['target_cost_vs_best_single']:.0%} of the best single model's"
-                  + ("" if tuning["met_on_train"] else " (no value met it there: the cheapest)"))  # fmt: skip
+                  + ("" if tuning["met_on_train"] else " (no value met it there: the smallest)"))  # fmt: skip
 
 
 def _print_sweep(result: dict[str, Any]) -> None:

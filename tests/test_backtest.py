@@ -327,8 +327,5 @@ def test_target_cost_chooses_the_answer_value_on_the_train_split_alone(tmp_path:
     assert data["settings"]["answer_value_usd"] == tuning["chosen_answer_value_usd"]
     within = [t for t in tuning["trials"] if t["cost_vs_best_single"] <= 0.3]
     assert tuning["met_on_train"] == bool(within)
-    if within:  # the most accurate trial within the target, on half the train split
-        assert tuning["chosen_answer_value_usd"] in {t["answer_value_usd"] for t in within}
-        assert max(t["accuracy"] for t in within) == next(
-            t["accuracy"] for t in within if t["answer_value_usd"] == tuning["chosen_answer_value_usd"]
-        )
+    assert within, "some value keeps spend within 30% of the large model's"
+    assert tuning["chosen_answer_value_usd"] == max(t["answer_value_usd"] for t in within)
