@@ -85,7 +85,7 @@ class CascadeContext:
     settings: CascadeSettings
     rng: random.Random = field(default_factory=random.Random)
     history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
-    agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → recorded agreement of pairs
+    agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → how pairs agreed, when recorded
 
 
 @dataclass(frozen=True, slots=True)
