@@ -86,12 +86,14 @@ def plot(result: dict[str, Any], path: Path) -> Path:
         ax.scatter(
             [float(b["total_cost_usd"])], [b["accuracy"]], marker=markers.get(name, "x"), s=80, label=name, zorder=3
         )
+    if best := result["baselines"].get("best_single"):
+        ax.axhline(best["accuracy"], color="#888888", linestyle="--", linewidth=0.8, label="best single's accuracy")
     ax.set_xscale("log")
     ax.set_xlabel("total cost on the test split (USD, log scale)")
     ax.set_ylabel("accuracy")
     ax.set_title("Cost vs accuracy: policy settings and baselines")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")  # the baselines sit low and right, the oracle high and left
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
