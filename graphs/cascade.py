@@ -121,7 +121,7 @@ def _context(task: Task, node: str, why: dict[str, Any] | None = None) -> CallCo
     )
 
 
-def _need(task: Task, state: CascadeState, ctx: CascadeContext, answered: int) -> Need:
+def _need(task: Task, state: CascadeState, ctx: CascadeContext, answers: tuple[str, ...]) -> Need:
     confirming = state.get("confirming")
     schema = str(task.schema.model_json_schema()) if task.schema else ""
     return Need(
@@ -137,10 +137,10 @@ def _need(task: Task, state: CascadeState, ctx: CascadeContext, answered: int) -
         avoid_vendors=state.get("avoid_vendors", frozenset()),
         independent_of=state.get("independent_of", frozenset()),
         min_context=state.get("min_context", 0),
-        rungs_left=ctx.settings.max_rungs - answered,
+        rungs_left=ctx.settings.max_rungs - len(answers),
         by_agreement=getattr(ctx.evaluator, "by_agreement", False),
         confirming=confirming,
-        answers=tuple(a.model for a in state.get("attempts", []) if a.answer is not None),
+        answers=answers,
     )
 
 
@@ -150,20 +150,20 @@ def _spent(attempts: Sequence[Attempt]) -> Decimal:
 
 async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Command[Literal["attempt", "finish"]]:
     ctx, task, attempts = runtime.context, state["task"], state.get("attempts", [])
-    answered = sum(a.answer is not None for a in attempts)
-    if answered >= ctx.settings.max_rungs:
+    answers = tuple(a.model for a in attempts if a.answer is not None)
+    if len(answers) >= ctx.settings.max_rungs:
         return _stop(f"reached max_rungs={ctx.settings.max_rungs}")
-    if len(attempts) - answered > ctx.settings.max_failovers:
+    if len(attempts) - len(answers) > ctx.settings.max_failovers:
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
     tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
-    need = _need(task, state, ctx, answered)
+    need = _need(task, state, ctx, answers)
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
         decision, reservation = await ctx.governor.route(
             pool, need, _context(task, "attempt"), tallies, ctx.settings.routing, ctx.rng, ctx.agreement.get(task.kind)
         )
     except BudgetExceeded as exc:
-        if answered:  # keep the answer already paid for; report why the climb stopped
+        if answers:  # keep the answer already paid for; report why the climb stopped
             return _stop(str(exc))
         raise
     if decision.chosen is None or reservation is None:
