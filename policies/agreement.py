@@ -64,6 +64,9 @@ class Candidate(NamedTuple):
     input_price: float  # per prompt token
     fixed_cost: float  # the expected output's cost
 
+    def cost(self, prompt_tokens: int) -> float:
+        return self.input_price * prompt_tokens + self.fixed_cost
+
 
 class Plan(NamedTuple):
     calls: tuple[str, ...]  # models still to ask, in order; () keeps the answers so far
@@ -112,7 +115,7 @@ def _shortlist(candidates: Sequence[Candidate], tokens: int) -> tuple[Candidate,
     if len(candidates) <= MAX_CANDIDATES:
         return tuple(candidates)
     front: list[Candidate] = []
-    for c in sorted(candidates, key=lambda c: (c.input_price * tokens + c.fixed_cost, -c.p_pass, c.model)):
+    for c in sorted(candidates, key=lambda c: (c.cost(tokens), -c.p_pass, c.model)):
         if not front or c.p_pass > front[-1].p_pass:
             front.append(c)
     if len(front) > MAX_CANDIDATES:

@@ -175,8 +175,8 @@ def choose(
             for (spec, p), cost, total in zip(allowed, costs, totals, strict=True)
             if total is not None
         ]
-        chosen = min(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model))
-        return _decision(chosen, _why_opinion(chosen, need), estimates, rejected, settings)
+        chosen = min(estimates, key=_ranking)
+        return _decision(chosen.model, _why_opinion(chosen, need), estimates, rejected, settings)
     estimates = _plan(allowed, need, settings.output_fraction)
     greedy = _greedy(estimates, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
@@ -187,7 +187,7 @@ def choose(
             reason = (
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
-    return _decision(chosen, reason, estimates, rejected, settings)
+    return _decision(chosen.model, reason, estimates, rejected, settings)
 
 
 def _screen(
@@ -232,15 +232,15 @@ def _choose_plan(
     if not allowed and not answered:
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
     mean = settings.adequacy.mean
-
-    outputs = agreement.output_tokens if agreement else {}
+    outputs = agreement.output_tokens if agreement else {}  # recorded output lengths, where known
 
     def candidate(spec: ModelSpec, p: float) -> Candidate:
         tokens = min(outputs.get(spec.id, output), need.max_tokens)
         return Candidate(spec.id, spec.vendor, p, float(spec.input_price), float(spec.output_price) * tokens)
 
+    candidates = tuple(candidate(spec, p) for spec, p in allowed)
     plan = best_plan(
-        tuple(candidate(spec, p) for spec, p in allowed),
+        candidates,
         tuple(candidate(spec, mean(spec, tallies.get(spec.id))) for spec in answered),
         agreement,
         value=settings.answer_value,
@@ -248,29 +248,32 @@ def _choose_plan(
         rungs_left=int(min(_rungs_left(need), 3)),
         prior_tasks=settings.pair_prior_tasks,
     )
-    costs = [expected_call_cost(spec, need, settings.output_fraction) for spec, _ in allowed]
-    estimates = [Estimate(s.id, s.vendor, p, c, c) for (s, p), c in zip(allowed, costs, strict=True)]
     reason = (
         f"a correct answer is worth ${settings.answer_value:g}: {plan.describe()}; P(correct) {plan.p_correct:.2f}, "
         f"expected cost ${plan.expected_cost:.6f} (best of {plan.considered} plans)"
     )
-    if not plan.calls:
-        ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
-        return Decision(None, reason, ordered, rejected, settings.threshold, stop=True)
-    chosen = next(e for e in estimates if e.model == plan.calls[0])
-    estimates = [_with_total(e, plan.expected_cost) if e is chosen else e for e in estimates]
-    return _decision(_with_total(chosen, plan.expected_cost), reason, estimates, rejected, settings)
+    first = plan.calls[0] if plan.calls else None  # no call: stop, keep the answers so far
+    estimates = []
+    for c in candidates:  # each call costed as the plan costed it; the first call carries the plan's total
+        cost = c.cost(need.input_tokens)
+        estimates.append(Estimate(c.model, c.vendor, c.p_pass, cost, plan.expected_cost if c.model == first else cost))
+    return _decision(first, reason, estimates, rejected, settings, stop=first is None)
 
 
-def _with_total(e: Estimate, total: float) -> Estimate:
-    return e._replace(expected_total=total)
+def _ranking(e: Estimate) -> tuple[float, float, str]:
+    """Cheapest expected total first; then the likelier to pass; then by name, so ties repeat."""
+    return (e.expected_total, -e.p_pass, e.model)
 
 
 def _decision(
-    chosen: Estimate, reason: str, estimates: list[Estimate], rejected: dict[str, Denial], settings: RoutingSettings
+    chosen: str | None,
+    reason: str,
+    estimates: list[Estimate],
+    rejected: dict[str, Denial],
+    settings: RoutingSettings,
+    stop: bool = False,
 ) -> Decision:
-    ordered = tuple(sorted(estimates, key=lambda e: (e.expected_total, -e.p_pass, e.model)))
-    return Decision(chosen.model, reason, ordered, rejected, settings.threshold)
+    return Decision(chosen, reason, tuple(sorted(estimates, key=_ranking)), rejected, settings.threshold, stop)
 
 
 _TRIED = Denial("tried", "already attempted for this task")
@@ -387,7 +390,7 @@ class _Escalation:
 def _greedy(estimates: list[Estimate], threshold: float) -> Estimate:
     adequate = [e for e in estimates if e.p_pass >= threshold]
     if adequate:
-        return min(adequate, key=lambda e: (e.expected_total, -e.p_pass, e.model))
+        return min(adequate, key=_ranking)
     return max(estimates, key=lambda e: (e.p_pass, -e.call_cost))
 
 

@@ -144,3 +144,17 @@ def test_a_thin_record_leans_on_the_pairs_record_over_every_kind() -> None:
     target = (1 - 0.6 * 0.5) * 0.8 * (280 / 1000) / ((1 - 0.5 * 0.6) * 0.7)
     assert _Odds(thin, 100).right_when_disputed(a, b, c) == pytest.approx((6 + 100 * target) / 110)
     assert _Odds(KindRecord(), 100).right_when_disputed(a, b, c) == pytest.approx(0.7 * 0.8)  # nothing recorded
+
+
+def test_the_decision_records_each_call_costed_as_the_plan_costed_it() -> None:
+    sure, other, best = (
+        make_spec("sure", "0.1", 0.97, "A"),
+        make_spec("other", "0.1", 0.6, "B"),
+        make_spec("best", "10", 0.99, "C"),
+    )
+    need = Need(input_tokens=500, max_tokens=200, by_agreement=True, tried=frozenset({"sure"}), answers=("sure",))
+    record = KindRecord(output_tokens={"other": 10.0})  # "other" answers in 10 tokens, not the usual 100
+    decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=10.0), agreement=record)
+    chosen = decision.estimate
+    assert chosen is not None and chosen.model == "other"
+    assert chosen.call_cost == pytest.approx(float(other.input_price) * 500 + float(other.output_price) * 10)
