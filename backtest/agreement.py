@@ -1,6 +1,7 @@
 """What the router may learn about agreement from the train split: per task kind and pair of
 models of different vendors, how often they agreed and were right, how often they disagreed,
-and how often each model was right when they did (see `policies.agreement`).
+how often each model was right when they did, and what a third and a fourth answer did then
+(see `policies.agreement`).
 
 Answers compare as the live check compares them (`agents.evaluators.normalise`); a blank answer
 agrees with nothing. Counting every pair over every task is one matrix product per pair (numpy,
@@ -37,8 +38,11 @@ def agreement_from(traces: TraceSet, train_ids: Iterable[str]) -> dict[str, Kind
     pairs = [(a, b) for a, b in itertools.combinations(range(len(models)), 2) if vendors[a] != vendors[b]]
     codes = _Codes()
     tables = {kind: _Table.of(np, tasks, models, codes) for kind, tasks in by_kind.items()}
-    pooled = _Table.joined(np, list(tables.values())).record(np, models, pairs)
-    return {kind: replace(table.record(np, models, pairs), pooled=pooled) for kind, table in tables.items()}
+    vendor_codes = np.array([vendors.index(v) for v in vendors])
+    pooled = _Table.joined(np, list(tables.values())).record(np, models, vendor_codes, pairs)
+    return {
+        kind: replace(table.record(np, models, vendor_codes, pairs), pooled=pooled) for kind, table in tables.items()
+    }
 
 
 @dataclass
@@ -70,18 +74,32 @@ class _Table:
     def joined(cls, np: Any, tables: list[_Table]) -> _Table:
         return cls(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("codes", "right", "output")))
 
-    def record(self, np: Any, models: list[str], pairs: list[tuple[int, int]]) -> KindRecord:
+    def record(self, np: Any, models: list[str], vendors: Any, pairs: list[tuple[int, int]]) -> KindRecord:
         present = self.codes != -1
         records = {}
         for a, b in pairs:
             both = present[:, a] & present[:, b]
             disputed = both & (self.codes[:, a] != self.codes[:, b])
-            right_when_disputed = disputed.astype(float) @ self.right
+            codes, right, answered = self.codes[disputed], self.right[disputed], present[disputed]
+            # a third answer settles the dispute when it matches one of theirs, of another vendor than its own
+            matches_a = (codes == codes[:, [a]]) & (vendors != vendors[a])
+            settles = answered & (matches_a | ((codes == codes[:, [b]]) & (vendors != vendors[b])))
+            unsettled = answered & ~settles
+            right_after = unsettled.T.astype(float) @ right  # [c, d]: d right after c settled nothing
+            arbiters = [j for j in range(len(models)) if j not in (a, b)]
             records[(models[a], models[b])] = PairRecord(
                 tasks=int(both.sum()),
                 agree_right=float(self.right[both & ~disputed, a].sum()),
                 disagree=int(disputed.sum()),
-                right_when_disputed={models[j]: float(v) for j, v in enumerate(right_when_disputed) if v},
+                right_when_disputed=_nonzero(models, right.sum(axis=0)),
+                settled_right=_nonzero(models, (settles * right).sum(axis=0), arbiters),
+                unsettled=_nonzero(models, unsettled.sum(axis=0), arbiters),
+                right_after={
+                    (models[c], models[d]): float(right_after[c, d])
+                    for c in arbiters
+                    for d in arbiters
+                    if c != d and right_after[c, d]
+                },
             )
         recorded = present & (self.output > 0)
         outputs, answered = recorded.sum(axis=0), present.sum(axis=0)
@@ -92,6 +110,10 @@ class _Table:
             output_tokens={m: float(mean_output[j]) for j, m in enumerate(models) if outputs[j]},
             accuracy={m: float(accuracy[j]) for j, m in enumerate(models) if answered[j]},
         )
+
+
+def _nonzero(models: list[str], counts: Any, among: list[int] | None = None) -> dict[str, float]:
+    return {models[j]: float(counts[j]) for j in (range(len(models)) if among is None else among) if counts[j]}
 
 
 class _Codes:

@@ -112,7 +112,7 @@ async def replay(
     positions: Sequence[int] | None = None,
     max_tokens: int | None = None,
     agreement: Mapping[str, KindRecord] | None = None,
-) -> tuple[list[TaskScore], Ledger, Governor]:
+) -> tuple[list[TaskScore], Ledger, Governor, Cascade]:
     """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time."""
     ledger = MemoryLedger()
     catalog = Catalog(traces.models.values())
@@ -134,7 +134,7 @@ async def replay(
             run_id="backtest", input_tokens=_input_tokens(trace),
         )  # fmt: skip
         scores.append(_score(trace.category, task_id, await cascade.run_direct(task), gateway))
-    return scores, ledger, governor
+    return scores, ledger, governor, cascade
 
 
 def _score(category: str, task_id: str, result: TaskResult, gateway: ReplayGateway) -> TaskScore:

@@ -17,17 +17,19 @@ from .replay import TaskScore, history_from, output_profile
 from .shards import replay_split
 from .traces import TraceSet
 
-__all__ = ["run_backtest", "split"]
+__all__ = ["best_single", "run_backtest", "split"]
 
 
 def split(task_ids: list[str], train_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Deterministic: a task's side depends only on its id and the seed."""
-    train: list[str] = []
-    test: list[str] = []
-    for task_id in sorted(task_ids):
+    """Deterministic: a task's side depends only on its id and the seed. Each side is in the order
+    of that same hash, which mixes task kinds as live traffic does (a pacer relies on it)."""
+    train: list[tuple[float, str]] = []
+    test: list[tuple[float, str]] = []
+    for task_id in task_ids:
         digest = hashlib.blake2b(f"{seed}:{task_id}".encode(), digest_size=8).digest()
-        (train if int.from_bytes(digest, "big") / 2**64 < train_fraction else test).append(task_id)
-    return train, test
+        u = int.from_bytes(digest, "big") / 2**64
+        (train if u < train_fraction else test).append((u, task_id))
+    return [t for _, t in sorted(train)], [t for _, t in sorted(test)]
 
 
 def run_backtest(
@@ -55,7 +57,7 @@ def run_backtest(
         compared = baselines(traces, stats, test) if with_baselines else {}
     finally:
         replayed = pending.result()  # joins the workers even if the baselines failed
-    best = _best(stats, traces)
+    best = best_single(stats, traces)
     best_cost = sum((o.cost for t in test if (o := traces.tasks[t].outcomes.get(best))), Decimal(0))
     result: dict[str, Any] = {
         "traces": traces.source,
@@ -69,6 +71,7 @@ def run_backtest(
             "explore": settings.routing.explore,
             "max_rungs": settings.max_rungs,
             "answer_value_usd": settings.routing.answer_value,
+            "target_cost_usd": settings.routing.target_cost,
         },
         "polycascade": {
             **summarise(replayed.scores, best_cost),
@@ -76,6 +79,7 @@ def run_backtest(
             "violations": replayed.violations,
         },
         "replay": {"workers": replayed.workers, "why_one_worker": replayed.why_serial},
+        **({"paced_answer_value_usd": round(replayed.answer_value, 6)} if replayed.answer_value else {}),
     }
     if with_baselines:
         result["baselines"] = {
@@ -86,10 +90,11 @@ def run_backtest(
 
 def _values_agreement(traces: TraceSet, settings: CascadeSettings) -> bool:
     """Plans are chosen by worth, and answers checked by agreement: learn how pairs agree."""
-    return settings.routing.answer_value is not None and traces.has_answer and not traces.has_verdict
+    return settings.routing.by_worth and traces.has_answer and not traces.has_verdict
 
 
-def _best(stats: Stats, traces: TraceSet) -> str:
+def best_single(stats: Stats, traces: TraceSet) -> str:
+    """The most accurate model on the train split; the cheaper on a tie."""
     return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
 
 

@@ -2,7 +2,7 @@
 
 The router learns per task kind, so kinds replay independently and give the same result in any
 process, unless something couples them: money shared across tasks (a vendor share cap, a run,
-day or tenant budget), one random stream (exploration), or a missing outcome (a provider failure
+day or tenant budget, a spend target), one random stream (exploration), or a missing outcome (a provider failure
 opens a vendor's circuit breaker for every kind). Then everything runs in one process.
 
 Workers are forked after the traces are loaded, so a million outcomes are shared, not copied.
@@ -45,6 +45,7 @@ class Replayed:
     violations: dict[str, int]
     workers: int = 1
     why_serial: str | None = field(default=None, compare=False)
+    answer_value: float | None = None  # where pacing left it
 
 
 def replay_split(
@@ -120,6 +121,8 @@ def coupling(traces: TraceSet, test_ids: Sequence[str], policy: Policy, settings
         return "a run, day or tenant budget couples every task"
     if settings.routing.explore:
         return "exploration draws from one random stream"
+    if settings.routing.target_cost is not None:
+        return "one pacer spends the target over every task (routing.target_cost)"
     models = len(traces.models)
     if any(len(traces.tasks[t].outcomes) != models for t in test_ids):
         return "a missing outcome fails a call, and a vendor's breaker is shared by every kind"
@@ -147,11 +150,12 @@ async def _replay_and_report(
     traces: TraceSet, ids: list[str], positions: list[int], policy: Policy, settings: CascadeSettings,
     history: Mapping[tuple[str, str], Tally], max_tokens: int, agreement: Mapping[str, KindRecord] | None,
 ) -> Replayed:  # fmt: skip
-    scores, ledger, governor = await replay(
+    scores, ledger, governor, cascade = await replay(
         traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens, agreement=agreement
     )
     spend = {key: await ledger.spend_by(key) for key in SPEND_KEYS}
-    return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models))
+    paced = cascade.pacer.value if cascade.pacer else None
+    return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models), answer_value=paced)
 
 
 def _by_kind(traces: TraceSet, test_ids: list[str]) -> list[list[str]]:

@@ -32,6 +32,7 @@ from agents.workers import build_request, extract_json
 from policies.adequacy import Adequacy
 from policies.agreement import KindRecord
 from policies.config import Policy
+from policies.pacing import Pacer
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
@@ -72,6 +73,7 @@ class CascadeSettings:
             threshold=r.threshold,
             explore=r.explore,
             answer_value=float(r.answer_value_usd) if r.answer_value_usd is not None else None,
+            target_cost=float(r.target_cost_usd) if r.target_cost_usd is not None else None,
         )
         return cls(routing=routing, max_rungs=r.max_rungs, max_failovers=r.max_failovers, seed=r.seed)
 
@@ -86,6 +88,7 @@ class CascadeContext:
     rng: random.Random = field(default_factory=random.Random)
     history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
     agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → how pairs agreed, when recorded
+    pacer: Pacer | None = None  # the answer value, paced to spend routing.target_cost per task
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
     try:
         decision, reservation = await ctx.governor.route(
-            pool, need, _context(task, "attempt"), tallies, ctx.settings.routing, ctx.rng, ctx.agreement.get(task.kind)
+            pool, need, _context(task, "attempt"), tallies, _routing(ctx), ctx.rng, ctx.agreement.get(task.kind)
         )
     except BudgetExceeded as exc:
         if answers:  # keep the answer already paid for; report why the climb stopped
@@ -174,6 +177,12 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
         return _stop(f"no eligible model ({rejected})")
     return Command(update={"decision": decision, "reservation": reservation}, goto="attempt")
+
+
+def _routing(ctx: CascadeContext) -> RoutingSettings:
+    if ctx.pacer is None:
+        return ctx.settings.routing
+    return replace(ctx.settings.routing, answer_value=ctx.pacer.value)
 
 
 def _tallies(ctx: CascadeContext, kind: str, live: Mapping[tuple[str, str], Tally]) -> dict[str, Tally]:
@@ -315,6 +324,14 @@ def _build() -> Any:
 GRAPH = _build()
 
 
+def _pacer(routing: RoutingSettings) -> Pacer | None:
+    if routing.target_cost is None:
+        return None
+    # without a starting value: a correct answer worth 20 tasks' budget, low enough that V climbs to
+    # where the budget is spent rather than overspending on the way down
+    return Pacer(routing.target_cost, routing.answer_value or 20 * routing.target_cost)
+
+
 class Cascade:
     """A configured cascade over a pool of models. `run(task)` returns a `TaskResult`."""
 
@@ -337,6 +354,7 @@ class Cascade:
         self.agreement = dict(agreement or {})
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
+        self.pacer = _pacer(self.settings.routing)
 
     def evaluator_for(self, task: Task) -> Evaluator:
         checks: list[Evaluator] = [SchemaCheck(task.schema)] if task.schema else []
@@ -348,15 +366,15 @@ class Cascade:
     def _context(self, task: Task) -> CascadeContext:
         evaluator = self.evaluator_for(task)
         return CascadeContext(
-            self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history, self.agreement
-        )
+            self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history, self.agreement,
+            self.pacer,
+        )  # fmt: skip
 
     async def run(self, task: Task | str) -> TaskResult:
         task = Task(task) if isinstance(task, str) else task
         limit = 4 * (self.settings.max_rungs + self.settings.max_failovers) + 8
         state = await GRAPH.ainvoke({"task": task}, context=self._context(task), config={"recursion_limit": limit})
-        result: TaskResult = state["result"]
-        return result
+        return self._finished(state["result"])
 
     async def run_direct(self, task: Task) -> TaskResult:
         """The same nodes, stepped by a plain loop instead of LangGraph's scheduler.
@@ -376,7 +394,11 @@ class Cascade:
                 update, node = out, END
             for key, value in update.items():
                 state[key] = state[key] + value if key == "attempts" else value  # type: ignore[literal-required]
-        result: TaskResult = state["result"]
+        return self._finished(state["result"])
+
+    def _finished(self, result: TaskResult) -> TaskResult:
+        if self.pacer is not None:
+            self.pacer.record(float(result.total_cost))
         return result
 
     def run_sync(self, task: Task | str) -> TaskResult:

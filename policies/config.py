@@ -113,6 +113,9 @@ class RoutingConfig(_Strict):
     answer_value_usd: Decimal | None = Field(
         None, gt=0, description="what a correct answer is worth: under agreement checks, plans are chosen by worth"
     )
+    target_cost_usd: Decimal | None = Field(
+        None, gt=0, description="spend per task, on average: the answer value is paced to spend it"
+    )
 
 
 class Route(_Strict):

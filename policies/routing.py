@@ -134,7 +134,13 @@ class RoutingSettings:
     explore: bool = False
     explore_cost_ratio: float = 1.0  # exploration may pick a call costing up to this × the greedy one
     answer_value: float | None = None  # USD a correct answer is worth: agreement plans are then chosen by worth
+    target_cost: float | None = None  # USD per task, on average: answer_value is paced to spend it (`policies.pacing`)
     pair_prior_tasks: float = 100.0  # how many tasks the every-kind record of a pair counts for, on one kind
+
+    @property
+    def by_worth(self) -> bool:
+        """Agreement plans are chosen by worth: at a given answer value, or one paced to a spend target."""
+        return self.answer_value is not None or self.target_cost is not None
 
 
 def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> float:
@@ -162,7 +168,7 @@ def choose(
 ) -> Decision:
     """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`;
     `agreement`, recorded agreement between models on that kind, if any."""
-    if settings.answer_value is not None and need.by_agreement and len(need.answers) <= 2:
+    if settings.answer_value is not None and need.by_agreement and len(need.answers) <= 3:
         return _choose_plan(pool, need, tallies, settings, rules, agreement)
     allowed, rejected = _screen(pool, need, tallies, settings, rules)
     if not allowed:
@@ -245,7 +251,7 @@ def _choose_plan(
         agreement,
         value=settings.answer_value,
         prompt_tokens=need.input_tokens,
-        rungs_left=int(min(_rungs_left(need), 3)),
+        rungs_left=int(min(_rungs_left(need), 4)),
         prior_tasks=settings.pair_prior_tasks,
     )
     reason = (

@@ -41,20 +41,26 @@ def backtest(
             "--target-cost",
             min=0.0,
             max=1.0,
-            help="Choose the answer value on the train split alone: the largest whose spend stays within "
-            "this share of the best single model's (e.g. 0.15); then replay the test split with it.",
+            help="Spend this share of the best single model's cost per task (on the train split; e.g. 0.15): "
+            "the answer value is paced to it over the test split.",
         ),
+    ] = None,
+    max_rungs: Annotated[
+        int | None, typer.Option("--max-rungs", min=1, help="Answers per task at most (default: the policy's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
     from backtest import load_traces, run_backtest
+    from backtest.target import with_routing
     from policies.config import load_policy
 
     from .governor import DEFAULT_POLICY
 
     catalog = Catalog.load(models_file)
     loaded = load_policy(policy, catalog, resolve_models=False).policy if policy else DEFAULT_POLICY
+    if max_rungs is not None:
+        loaded = with_routing(loaded, max_rungs=max_rungs)
     data = load_traces(traces, catalog)
     for issue in data.issues[:20]:
         print(f"bad row: {issue}", file=sys.stderr)
@@ -67,9 +73,9 @@ def backtest(
             result = sweep(data, loaded, DEFAULT_GRID, train_fraction=train_fraction, seed=seed)
             result["plot"] = str(plot(result, plot_path))
         elif target_cost is not None:
-            from backtest.tune import tune_answer_value
+            from backtest.target import backtest_at_cost
 
-            result = tune_answer_value(data, loaded, target_cost, train_fraction=train_fraction, seed=seed)
+            result = backtest_at_cost(data, loaded, target_cost, train_fraction=train_fraction, seed=seed)
         else:
             result = run_backtest(data, loaded, train_fraction=train_fraction, seed=seed)
     except ValueError as exc:
@@ -101,10 +107,11 @@ def _print_result(result: dict[str, Any]) -> None:
     shares = ", ".join(f"{v} {d['spend_share']:.0%}" for v, d in ours["by_vendor"].items())
     out.print(f"spend by vendor: {shares}")
     out.print(f"policy violations: {ours['violations']}")
-    if tuning := result.get("tuning"):
-        out.print(f"answer value ${tuning['chosen_answer_value_usd']:g}, chosen on the train split for spend ≤ "
-                  f"{tuning['target_cost_vs_best_single']:.0%} of the best single model's"
-                  + ("" if tuning["met_on_train"] else " (no value met it there: the smallest)"))  # fmt: skip
+    if pacing := result.get("pacing"):
+        out.print(f"paced to ${pacing['target_cost_per_task_usd']} per task: "
+                  f"{pacing['target_cost_vs_best_single']:.0%} of what {pacing['best_single_on_train']} cost on "
+                  "the train split; the answer value ended at "
+                  f"${result['paced_answer_value_usd']:g}")  # fmt: skip
 
 
 def _print_sweep(result: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Agreement plans: the envelope finds the plan a brute-force search finds, for any prompt length."""
+"""Agreement plans: the front holds the plan a brute-force search finds, for any prompt length and value."""
 
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ def record(rng: random.Random, pool: tuple[Candidate, ...], pooled: KindRecord |
             tasks = rng.randrange(1, 300)
             disagree = rng.randrange(tasks + 1)
             right = {c.model: rng.uniform(0, disagree) for c in pool}
-            pairs[(a, b)] = PairRecord(tasks, rng.uniform(0, tasks - disagree), disagree, right)
+            settled = {c: rng.uniform(0, r) for c, r in right.items()}
+            unsettled = {c: rng.uniform(0, disagree - s) for c, s in settled.items()}
+            after = {(c.model, d.model): rng.uniform(0, unsettled[c.model]) for c in pool for d in pool if c != d}
+            pairs[(a, b)] = PairRecord(
+                tasks, rng.uniform(0, tasks - disagree), disagree, right, settled, unsettled, after
+            )
     return KindRecord(pairs, accuracy={c.model: rng.uniform(0.2, 0.9) for c in pool}, pooled=pooled)
 
 
@@ -40,37 +45,56 @@ def brute_force(pool, answers, rec, value, tokens, rungs, s):  # every plan, spe
     def cost(c):
         return c.input_price * tokens + c.fixed_cost
 
-    def triple(a, b, c):
-        return odds.agree_right(a, b) + odds.right_when_disputed(a, b, c)
+    def arbitrated(a, b, left):  # (P(a ≠ b, then right), E[cost of the arbiters]) for each way to settle a ≠ b
+        plans = []
+        for c in pool:
+            if c in (a, b):
+                continue
+            plans.append((odds.right_when_disputed(a, b, c), odds.disputed(a, b) * cost(c)))
+            for d in pool if left >= 2 else ():
+                if d not in (a, b, c):
+                    p = odds.settled_right(a, b, c) + odds.right_after(a, b, c, d)
+                    plans.append((p, odds.disputed(a, b) * cost(c) + odds.unsettled(a, b, c) * cost(d)))
+        return plans
 
     plans = []  # worth of each plan
-    if len(answers) == 2:
+    if len(answers) == 3:
+        a, b, c = answers
+        unsettled = odds.unsettled(a, b, c)
+        plans.append(value * odds.right_unsettled(a, b, c) / unsettled)
+        plans += [value * odds.right_after(a, b, c, d) / unsettled - cost(d) for d in pool]
+    elif len(answers) == 2:
         a, b = answers
-        plans.append(value * odds.right_when_disputed(a, b, b) / odds.disputed(a, b))
-        plans += [value * odds.right_when_disputed(a, b, c) / odds.disputed(a, b) - cost(c) for c in pool]
+        disputed = odds.disputed(a, b)
+        plans.append(value * odds.right_when_disputed(a, b, b) / disputed)
+        plans += [(value * p - k) / disputed for p, k in arbitrated(a, b, rungs)]
     elif len(answers) == 1:
         (a,) = answers
         plans.append(value * a.p_pass)
-        plans += [value * triple(a, b, b) - cost(b) for b in pool if b.vendor != a.vendor]
-        for b, c in itertools.permutations(pool, 2):
-            if b.vendor != a.vendor and rungs >= 2:
-                plans.append(value * triple(a, b, c) - cost(b) - odds.disputed(a, b) * cost(c))
+        for b in pool:
+            if b.vendor == a.vendor:
+                continue
+            agree = odds.agree_right(a, b)
+            plans.append(value * (agree + odds.right_when_disputed(a, b, b)) - cost(b))
+            if rungs >= 2:
+                plans += [value * (agree + p) - cost(b) - k for p, k in arbitrated(a, b, rungs - 1)]
     else:
         plans += [value * c.p_pass - cost(c) for c in pool]
-        for a, b, c in itertools.permutations(pool, 3):
+        for a, b in itertools.permutations(pool, 2):
             if a.vendor != b.vendor and rungs >= 3:
-                plans.append(value * triple(a, b, c) - cost(a) - cost(b) - odds.disputed(a, b) * cost(c))
+                agree = odds.agree_right(a, b)
+                plans += [value * (agree + p) - cost(a) - cost(b) - k for p, k in arbitrated(a, b, rungs - 2)]
     return max(plans)
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), stage=st.sampled_from([0, 1, 2]), rungs=st.sampled_from([1, 2, 3]))
-def test_the_envelope_picks_a_plan_worth_the_most(seed: int, stage: int, rungs: int) -> None:
+@given(seed=st.integers(0, 10_000), stage=st.sampled_from([0, 1, 2, 3]), rungs=st.sampled_from([1, 2, 3, 4]))
+def test_the_front_holds_a_plan_worth_the_most(seed: int, stage: int, rungs: int) -> None:
     rng = random.Random(seed)
     everyone = candidates(rng, 9)
     answers, pool = everyone[:stage], everyone[stage:]
-    if stage == 2 and answers[0].vendor == answers[1].vendor:
-        answers = (answers[0], answers[1]._replace(vendor="other"))
+    if stage >= 2 and answers[0].vendor == answers[1].vendor:
+        answers = (answers[0], answers[1]._replace(vendor="other"), *answers[2:])
     rec = record(rng, everyone, pooled=record(rng, everyone))
     value = rng.uniform(0.001, 0.05)
     for tokens in (0, 10, 500, 3_000, 100_000):
@@ -158,3 +182,30 @@ def test_the_decision_records_each_call_costed_as_the_plan_costed_it() -> None:
     chosen = decision.estimate
     assert chosen is not None and chosen.model == "other"
     assert chosen.call_cost == pytest.approx(float(other.input_price) * 500 + float(other.output_price) * 10)
+
+
+def test_when_the_arbiter_settles_nothing_a_fourth_answer_is_asked_if_it_is_worth_it() -> None:
+    a, b, c, d = (make_spec(m, "0.1", 0.6, v) for m, v in (("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")))
+    # recorded: a and b disputed 100 of 200 tasks; c then matched neither on 40, and d was right on 36 of those
+    disputes = PairRecord(200, 80, 100, {"c": 30}, {"c": 20}, {"c": 40}, {("c", "d"): 36})
+    record = KindRecord({("a", "b"): disputes})
+    need = Need(input_tokens=500, max_tokens=200, by_agreement=True, answers=("a", "b", "c"), rungs_left=1)
+    need = replace(need, tried=frozenset(need.answers))
+    asked = choose([a, b, c, d], need, {}, RoutingSettings(answer_value=1.0, pair_prior_tasks=0), agreement=record)
+    assert asked.chosen == "d" and "ask d" in asked.reason and "P(correct) 0.90" in asked.reason
+    kept = choose([a, b, c, d], need, {}, RoutingSettings(answer_value=1e-6, pair_prior_tasks=0), agreement=record)
+    assert kept.chosen is None and kept.stop  # c's answer stands: right on (30 − 20) of the 40
+
+
+def test_a_plan_may_end_with_a_fourth_model_on_a_three_way_split() -> None:
+    cheap = [Candidate(m, v, p, 0.0, 1e-4) for m, v, p in (("a", "A", 0.6), ("b", "B", 0.6), ("c", "C", 0.3))]
+    strong = Candidate("d", "D", 0.9, 0.0, 1e-2)
+    # a and b disagree on half the tasks; c settles most of those; on the rest only d is any good
+    pair = PairRecord(1000, 450, 500, {"c": 300, "d": 450}, {"c": 290}, {"c": 200}, {("c", "d"): 180})
+    record = KindRecord({("a", "b"): pair})
+    plan = best_plan((*cheap, strong), (), record, value=0.05, prompt_tokens=0, rungs_left=4, prior_tasks=0)
+    assert plan.calls == ("a", "b", "c", "d") and "while answers disagree" in plan.describe()
+    assert plan.p_correct == pytest.approx(0.45 + 0.29 + 0.18)
+    assert plan.expected_cost == pytest.approx(2e-4 + 0.5 * 1e-4 + 0.2 * 1e-2)
+    three = best_plan((*cheap, strong), (), record, value=0.05, prompt_tokens=0, rungs_left=3, prior_tasks=0)
+    assert len(three.calls) <= 3  # max_rungs 3: no room for a fourth

@@ -303,6 +303,26 @@ def test_pair_agreement_is_counted_on_the_train_split_as_the_live_check_compares
     assert record.pooled is not None and record.pooled.pair("a", "b") == ab  # one kind: every kind is this one
 
 
+def test_what_a_third_and_fourth_answer_did_after_a_dispute_is_counted(tmp_path: Path) -> None:
+    from backtest.agreement import agreement_from
+
+    f = tmp_path / "t.csv"
+    rows = [  # task, model, vendor, answer, correct; g is of a's vendor: agreeing with a settles nothing
+        ("t1", "a", "A", "X", 0), ("t1", "b", "B", "Y", 1), ("t1", "c", "C", "Y", 1), ("t1", "g", "A", "Y", 1),
+        ("t2", "a", "A", "X", 1), ("t2", "b", "B", "Y", 0), ("t2", "c", "C", "Z", 0), ("t2", "g", "A", "X", 1),
+        ("t3", "a", "A", "X", 0), ("t3", "b", "B", "X", 0), ("t3", "c", "C", "Z", 1), ("t3", "g", "A", "X", 0),
+    ]  # fmt: skip
+    f.write_text(
+        "task_id,model,vendor,answer,correct,cost_usd,category\n"
+        + "".join(f"{t},{m},{v},{a},{c},0.001,qa\n" for t, m, v, a, c in rows)
+    )
+    ab = agreement_from(load_traces(f), ["t1", "t2", "t3"])["qa"].pair("a", "b")
+    assert ab is not None and ab.disagree == 2  # t1, t2
+    assert ab.settled_right == {"c": 1.0, "g": 1.0}  # t1: both matched b, and b was right
+    assert ab.unsettled == {"c": 1.0, "g": 1.0}  # t2: c matched nobody; g matched only its own vendor's a
+    assert ab.right_after == {("c", "g"): 1.0}  # t2: after c settled nothing, g was right
+
+
 def test_a_policy_with_an_answer_value_replays_by_worth(tmp_path: Path) -> None:
     traces = load_traces(synthetic(tmp_path / "t.csv", 300))
     policy = DEFAULT_POLICY.model_copy(update={"routing": RoutingConfig(answer_value_usd=Decimal("0.05"))})
@@ -318,14 +338,17 @@ def test_a_policy_with_an_answer_value_replays_by_worth(tmp_path: Path) -> None:
     assert stingy["escalation_rate"] == 0
 
 
-def test_target_cost_chooses_the_answer_value_on_the_train_split_alone(tmp_path: Path) -> None:
-    traces = synthetic(tmp_path / "t.csv", 400)
-    result = run_cli("backtest", "--traces", str(traces), "--target-cost", "0.3", "--json")
+def test_target_cost_paces_spend_to_a_share_of_the_best_single_models(tmp_path: Path) -> None:
+    traces = synthetic(tmp_path / "t.csv", 3000)
+    result = run_cli("backtest", "--traces", str(traces), "--target-cost", "0.3", "--max-rungs", "4", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    tuning = data["tuning"]
-    assert data["settings"]["answer_value_usd"] == tuning["chosen_answer_value_usd"]
-    within = [t for t in tuning["trials"] if t["cost_vs_best_single"] <= 0.3]
-    assert tuning["met_on_train"] == bool(within)
-    assert within, "some value keeps spend within 30% of the large model's"
-    assert tuning["chosen_answer_value_usd"] == max(t["answer_value_usd"] for t in within)
+    pacing = data["pacing"]
+    assert pacing["best_single_on_train"] == "large" and pacing["target_cost_vs_best_single"] == 0.3
+    assert data["settings"]["target_cost_usd"] == pytest.approx(float(pacing["target_cost_per_task_usd"]))
+    assert data["settings"]["max_rungs"] == 4
+    assert data["replay"]["why_one_worker"].startswith("one pacer")  # one budget over every task
+    assert 0.27 <= data["polycascade"]["cost_vs_best_single"] <= 0.3  # spent, and not overspent
+    assert data["paced_answer_value_usd"] > 0
+    text = run_cli("backtest", "--traces", str(traces), "--target-cost", "0.3")
+    assert "paced to $" in text.stdout and "of what large cost on the train split" in text.stdout

@@ -117,3 +117,16 @@ def test_an_answer_value_reaches_the_router_and_a_bad_one_names_its_line(tmp_pat
     f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  answer_value_usd: 0\n")
     with pytest.raises(PolicyError, match=r"policy.yaml:4: field 'routing.answer_value_usd'.*greater than 0"):
         load_policy(f)
+
+
+def test_a_spend_target_reaches_the_router_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
+    from graphs.cascade import Cascade, CascadeSettings
+
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  target_cost_usd: 0.002\n")
+    settings = CascadeSettings.from_policy(load_policy(f).policy)
+    assert settings.routing.target_cost == 0.002 and settings.routing.by_worth
+    pacer = Cascade(object(), [], settings=settings).pacer  # type: ignore[arg-type]
+    assert pacer is not None and pacer.target == 0.002 and pacer.value == pytest.approx(0.04)  # from 20× the target
+    f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  target_cost_usd: -1\n")
+    with pytest.raises(PolicyError, match=r"policy.yaml:4: field 'routing.target_cost_usd'.*greater than 0"):
+        load_policy(f)
