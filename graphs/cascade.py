@@ -329,7 +329,6 @@ def _pacer(routing: RoutingSettings) -> Pacer | None:
         return None
     # without a starting value, a guess: a correct answer worth 20 tasks' budget. A pacer started far
     # from where it settles over- or underspends by its climb; a backtest's paced value is a better start
-
     return Pacer(routing.target_cost, routing.answer_value or 20 * routing.target_cost)
 
 
