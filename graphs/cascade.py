@@ -324,14 +324,6 @@ def _build() -> Any:
 GRAPH = _build()
 
 
-def _pacer(routing: RoutingSettings) -> Pacer | None:
-    if routing.target_cost is None:
-        return None
-    # without a starting value, a guess: a correct answer worth 20 tasks' budget. A pacer started far
-    # from where it settles over- or underspends by its climb; a backtest's paced value is a better start
-    return Pacer(routing.target_cost, routing.answer_value or 20 * routing.target_cost)
-
-
 class Cascade:
     """A configured cascade over a pool of models. `run(task)` returns a `TaskResult`."""
 
@@ -345,7 +337,10 @@ class Cascade:
         settings: CascadeSettings | None = None,
         history: Mapping[tuple[str, str], Tally] | None = None,
         agreement: Mapping[str, KindRecord] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        """`pacer`: one shared with other cascades that spend the same budget (e.g. one per request
+        in a server); by default, one of its own if `settings.routing.target_cost` is set."""
         self.gateway, self.pool, self.evaluator = gateway, tuple(pool), evaluator
         self.governor = governor or Governor(ledger=getattr(gateway, "ledger", None) or MemoryLedger())
         self.history: dict[str, dict[str, Tally]] = {}
@@ -354,7 +349,7 @@ class Cascade:
         self.agreement = dict(agreement or {})
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
-        self.pacer = _pacer(self.settings.routing)
+        self.pacer = pacer or Pacer.for_routing(self.settings.routing)
 
     def evaluator_for(self, task: Task) -> Evaluator:
         checks: list[Evaluator] = [SchemaCheck(task.schema)] if task.schema else []

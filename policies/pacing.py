@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .routing import RoutingSettings
 
 __all__ = ["Pacer"]
 
@@ -34,6 +38,15 @@ class Pacer:
     gain: float = 0.005  # log V moves this much per target's worth of under- or overspend
     tasks: int = 0
     spent: float = 0.0
+
+    @classmethod
+    def for_routing(cls, routing: RoutingSettings) -> Pacer | None:
+        """The pacer `routing.target_cost` asks for, if any, from `routing.answer_value` or else a
+        guess: a correct answer worth 20 tasks' budget. Started far from where it settles, a pacer
+        over- or underspends by its climb: where a backtest's pacer ended is a better start."""
+        if routing.target_cost is None:
+            return None
+        return cls(routing.target_cost, routing.answer_value or 20 * routing.target_cost)
 
     def __post_init__(self) -> None:
         if not (self.target > 0 and self.value > 0 and self.gain > 0):

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from agents.evaluators import Evaluator
     from graphs.cascade import Cascade, CascadeSettings
     from policies.config import Policy
+    from policies.pacing import Pacer
 
 __all__ = ["Service", "open_service"]
 
@@ -67,7 +69,15 @@ class Service:
             evaluator=evaluator or self.evaluator(chosen),
             governor=self.governor,
             settings=settings,
+            pacer=self.pacer if settings is None else None,  # the policy's spend target, over every cascade
         )
+
+    @cached_property
+    def pacer(self) -> Pacer | None:
+        from graphs.cascade import CascadeSettings
+        from policies.pacing import Pacer
+
+        return Pacer.for_routing(CascadeSettings.from_policy(self.governor.policy).routing)
 
     def resolve(self, model_ids: Sequence[str]) -> list[ModelSpec]:
         """Pool members by id; a model left out for lack of credentials is named with its variable."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from graphs.cascade import CascadeSettings
 from policies.pacing import Pacer
 
 
@@ -44,3 +46,18 @@ def test_on_a_step_between_two_plans_the_pacer_mixes_them_to_spend_the_target() 
 def test_a_pacer_without_a_positive_target_and_value_is_refused(target: float, value: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         Pacer(target=target, value=value)
+
+
+def test_one_pacer_spans_the_cascades_a_service_makes_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polycascade.service import open_service
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-used")  # the pool needs a model; nothing is called
+    policy = tmp_path / "p.yaml"
+    policy.write_text("name: p\nmodels: [gpt-4o-mini]\nrouting: {target_cost_usd: 0.002, answer_value_usd: 0.05}\n")
+    with open_service(policy=policy, ledger=":memory:") as service:
+        first, second = service.cascade(), service.cascade()
+        assert first.pacer is not None and first.pacer is second.pacer  # one budget, not one per request
+        assert (first.pacer.target, first.pacer.value) == (0.002, 0.05)
+        assert service.cascade(settings=CascadeSettings()).pacer is None  # settings of its own: no target
