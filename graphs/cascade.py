@@ -109,6 +109,7 @@ class CascadeState(TypedDict, total=False):
     confirming: float | None  # after an inconclusive verdict: P(pass) of the answer awaiting a second opinion
     min_context: int  # after a context-window error: only larger windows
     stop_reason: str
+    by_plan: bool  # routed by plans by worth: without a pass, the latest answer stands, as the plan counted
     result: TaskResult
 
 
@@ -161,9 +162,10 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
     need = _need(task, state, ctx, answers)
     pool = _within_ceiling(ctx, task, need, _spent(attempts))
+    routing = _routing(ctx)
     try:
         decision, reservation = await ctx.governor.route(
-            pool, need, _context(task, "attempt"), tallies, _routing(ctx), ctx.rng, ctx.agreement.get(task.kind)
+            pool, need, _context(task, "attempt"), tallies, routing, ctx.rng, ctx.agreement.get(task.kind)
         )
     except BudgetExceeded as exc:
         if answers:  # keep the answer already paid for; report why the climb stopped
@@ -171,12 +173,13 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         raise
     if decision.chosen is None or reservation is None:
         if decision.stop:
-            return _stop(decision.reason)
+            return Command(update={"stop_reason": decision.reason, "by_plan": True}, goto="finish")
         if task.cost_ceiling is not None and len(pool) < len(ctx.pool):
             return _stop(f"cost ceiling ${task.cost_ceiling}: spent ${_spent(attempts)}, no stronger model fits")
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
         return _stop(f"no eligible model ({rejected})")
-    return Command(update={"decision": decision, "reservation": reservation}, goto="attempt")
+    update = {"decision": decision, "reservation": reservation, "by_plan": routing.by_worth and need.by_agreement}
+    return Command(update=update, goto="attempt")
 
 
 def _routing(ctx: CascadeContext) -> RoutingSettings:
@@ -264,9 +267,11 @@ def finish(state: CascadeState, runtime: Runtime[CascadeContext]) -> dict[str, A
     answered = [a for a in attempts if a.answer is not None]
     passed = [a for a in answered if a.verdict and a.verdict.passed]
     # without a pass, the best score from a check that could judge; on a tie, an answer over a blank,
-    # then the model the router rated likelier to pass, then the later rung. An inconclusive verdict
-    # (no second opinion yet) is no evidence either way.
-    best = passed[-1] if passed else max(answered, key=_standing, default=None)
+    # then the model the router rated likelier to pass (routed by plans: the later rung, the answer
+    # each plan counted on), then the later rung. An inconclusive verdict (no second opinion yet) is
+    # no evidence either way.
+    standing = _standing_by_plan if state.get("by_plan") else _standing
+    best = passed[-1] if passed else max(answered, key=standing, default=None)
     status: Literal["verified", "unverified", "failed"] = "failed"
     if best is not None:
         status = "verified" if best in passed and best.verdict and best.verdict.verifies else "unverified"
@@ -288,6 +293,11 @@ def _standing(attempt: Attempt) -> tuple[float, bool, float, int]:
     said_something = bool(attempt.answer and attempt.answer.strip())
     score = verdict.score if verdict and verdict.verifies else 0.0
     return (score, said_something, attempt.p_pass or 0.0, attempt.rung)
+
+
+def _standing_by_plan(attempt: Attempt) -> tuple[float, bool, int]:
+    score, said_something, _, rung = _standing(attempt)
+    return (score, said_something, rung)
 
 
 def _stop_reason(best: Attempt | None, passed: bool) -> str:

@@ -213,3 +213,7 @@ def test_without_a_pass_the_likelier_answer_stands_and_any_answer_beats_a_blank(
     ]
     result: TaskResult = finish({"task": Task("q"), "attempts": attempts}, None)["result"]  # type: ignore[arg-type]
     assert result.model == "strong" and result.answer == "B" and result.status == "unverified"
+    # routed by plans by worth, each plan counted on the latest answer standing: so it does (never a blank)
+    by_plan = {"task": Task("q"), "attempts": attempts, "by_plan": True}
+    result = finish(by_plan, None)["result"]  # type: ignore[arg-type]
+    assert result.model == "weak" and result.answer == "C"
