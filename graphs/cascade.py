@@ -33,7 +33,7 @@ from policies.adequacy import Adequacy
 from policies.agreement import KindRecord
 from policies.config import Policy
 from policies.pacing import Pacer
-from policies.routing import Decision, Need, RoutingSettings, max_call_cost
+from policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
@@ -173,12 +173,12 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         raise
     if decision.chosen is None or reservation is None:
         if decision.stop:
-            return Command(update={"stop_reason": decision.reason, "by_plan": True}, goto="finish")
+            return _stop(decision.reason)
         if task.cost_ceiling is not None and len(pool) < len(ctx.pool):
             return _stop(f"cost ceiling ${task.cost_ceiling}: spent ${_spent(attempts)}, no stronger model fits")
         rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
         return _stop(f"no eligible model ({rejected})")
-    update = {"decision": decision, "reservation": reservation, "by_plan": routing.by_worth and need.by_agreement}
+    update = {"decision": decision, "reservation": reservation, "by_plan": routes_by_plan(routing, need)}
     return Command(update=update, goto="attempt")
 
 

@@ -39,7 +39,7 @@ from polycascade.ledger import Tally
 from .adequacy import Adequacy
 from .agreement import Candidate, KindRecord, best_plan
 
-__all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose"]
+__all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose", "routes_by_plan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ def choose(
 ) -> Decision:
     """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`;
     `agreement`, recorded agreement between models on that kind, if any."""
-    if settings.answer_value is not None and need.by_agreement and len(need.answers) <= 3:
+    if routes_by_plan(settings, need) and len(need.answers) <= 3:
         return _choose_plan(pool, need, tallies, settings, rules, agreement)
     allowed, rejected = _screen(pool, need, tallies, settings, rules)
     if not allowed:
@@ -194,6 +194,11 @@ def choose(
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
     return _decision(chosen.model, reason, estimates, rejected, settings)
+
+
+def routes_by_plan(settings: RoutingSettings, need: Need) -> bool:
+    """Answers are checked by agreement and a correct one has a value: whole plans decide."""
+    return settings.answer_value is not None and need.by_agreement
 
 
 def _screen(

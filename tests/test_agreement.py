@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from policies.agreement import Candidate, KindRecord, PairRecord, _Odds, best_plan
 from policies.routing import Need, RoutingSettings, choose
+from polycascade.catalog import ModelSpec
 
 from .conftest import make_spec
 
@@ -131,13 +132,18 @@ def test_a_sure_answer_is_kept_unless_a_correct_one_is_worth_checking_it() -> No
     assert worth_checking.p_correct == pytest.approx(0.97 * 0.6 + (1 - 0.97 * 0.6) * 0.99)
 
 
-def test_routing_by_worth_stops_when_no_call_is_worth_its_cost() -> None:
-    sure, other, best = (
+def sure_answer_so_far() -> tuple[list[ModelSpec], Need]:
+    """A pool of three, and the need after "sure" (rated 0.97) answered under agreement."""
+    pool = [
         make_spec("sure", "0.1", 0.97, "A"),
         make_spec("other", "0.1", 0.6, "B"),
         make_spec("best", "10", 0.99, "C"),
-    )
-    need = Need(input_tokens=500, max_tokens=200, by_agreement=True, tried=frozenset({"sure"}), answers=("sure",))
+    ]
+    return pool, Need(input_tokens=500, max_tokens=200, by_agreement=True, tried=frozenset({"sure"}), answers=("sure",))
+
+
+def test_routing_by_worth_stops_when_no_call_is_worth_its_cost() -> None:
+    (sure, other, best), need = sure_answer_so_far()
     need = replace(need, independent_of=frozenset({"A"}), confirming=0.97, rungs_left=2)
     decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=0.0001))
     assert decision.chosen is None and decision.stop and "keep the answer so far" in decision.reason
@@ -171,12 +177,7 @@ def test_a_thin_record_leans_on_the_pairs_record_over_every_kind() -> None:
 
 
 def test_the_decision_records_each_call_costed_as_the_plan_costed_it() -> None:
-    sure, other, best = (
-        make_spec("sure", "0.1", 0.97, "A"),
-        make_spec("other", "0.1", 0.6, "B"),
-        make_spec("best", "10", 0.99, "C"),
-    )
-    need = Need(input_tokens=500, max_tokens=200, by_agreement=True, tried=frozenset({"sure"}), answers=("sure",))
+    (sure, other, best), need = sure_answer_so_far()
     record = KindRecord(output_tokens={"other": 10.0})  # "other" answers in 10 tokens, not the usual 100
     decision = choose([sure, other, best], need, {}, RoutingSettings(answer_value=10.0), agreement=record)
     chosen = decision.estimate
