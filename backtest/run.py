@@ -14,7 +14,7 @@ from polycascade.ledger import SpendRow
 from .agreement import agreement_from
 from .baselines import Stats, baselines
 from .replay import TaskScore, history_from, output_profile
-from .shards import replay_split
+from .shards import frozen_heap, replay_split
 from .traces import TraceSet
 
 __all__ = ["best_single", "run_backtest", "split"]
@@ -43,20 +43,21 @@ def run_backtest(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """`workers`: processes for the replay (default: every core; see `backtest.shards`)."""
-    train, test = split(list(traces.tasks), train_fraction, seed)
-    if not test:
-        raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
-    settings = settings or CascadeSettings.from_policy(policy)
-    max_tokens, output_fraction = output_profile(traces)
-    settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
-    agreement = agreement_from(traces, train) if _values_agreement(traces, settings) else None
-    history = history_from(traces, train)
-    pending = replay_split(traces, test, policy, settings, history, max_tokens, workers, agreement)
-    try:  # while the workers replay
-        stats = Stats(traces, train)
-        compared = baselines(traces, stats, test) if with_baselines else {}
-    finally:
-        replayed = pending.result()  # joins the workers even if the baselines failed
+    with frozen_heap():  # the traces outlive the backtest
+        train, test = split(list(traces.tasks), train_fraction, seed)
+        if not test:
+            raise ValueError(f"the test split is empty (train fraction {train_fraction}); lower --train-fraction")
+        settings = settings or CascadeSettings.from_policy(policy)
+        max_tokens, output_fraction = output_profile(traces)
+        settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
+        agreement = agreement_from(traces, train) if _values_agreement(traces, settings) else None
+        history = history_from(traces, train)
+        pending = replay_split(traces, test, policy, settings, history, max_tokens, workers, agreement)
+        try:  # while the workers replay
+            stats = Stats(traces, train)
+            compared = baselines(traces, stats, test) if with_baselines else {}
+        finally:
+            replayed = pending.result()  # joins the workers even if the baselines failed
     best = best_single(stats, traces)
     best_cost = sum((o.cost for t in test if (o := traces.tasks[t].outcomes.get(best))), Decimal(0))
     result: dict[str, Any] = {

@@ -48,4 +48,5 @@ class Adequacy:
         return Posterior(quality * self.prior_strength + passes, (1 - quality) * self.prior_strength + fails)
 
     def _prior(self, spec: ModelSpec) -> float:
-        return min(max(spec.quality if spec.quality is not None else self.default_quality, 0.01), 0.99)
+        quality = spec.quality if spec.quality is not None else self.default_quality
+        return 0.01 if quality < 0.01 else 0.99 if quality > 0.99 else quality  # min/max calls cost twice as much

@@ -212,9 +212,10 @@ def _screen(
     rejected: dict[str, Denial] = {}
     allowed: list[tuple[ModelSpec, float]] = []
     mean = settings.adequacy.mean
+    needed = max(need.input_tokens + need.max_tokens, need.min_context)  # the context window the call needs
     for spec in pool:
         p = mean(spec, tallies.get(spec.id))
-        denial = _builtin_denial(spec, need, p)
+        denial = _builtin_denial(spec, need, p, needed)
         for rule in rules if denial is None else ():
             if (denial := rule(spec, need)) is not None:
                 break
@@ -297,7 +298,7 @@ def _vendor_denial(rule: str, vendor: str) -> Denial:
     return Denial(rule, "a second opinion must come from a vendor not yet asked", {"vendor": vendor})
 
 
-def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
+def _builtin_denial(spec: ModelSpec, need: Need, p: float, needed: int) -> Denial | None:
     if spec.id in need.tried:
         return _TRIED
     if spec.vendor in need.avoid_vendors:
@@ -306,7 +307,6 @@ def _builtin_denial(spec: ModelSpec, need: Need, p: float) -> Denial | None:
         return _vendor_denial("independence", spec.vendor)
     if need.capabilities and (missing := need.capabilities - spec.capabilities):
         return Denial("capability", f"lacks {', '.join(sorted(missing))}", {"missing": sorted(missing)})
-    needed = max(need.input_tokens + need.max_tokens, need.min_context)
     if needed > spec.context_window:
         return Denial(
             "context_window", "prompt and answer do not fit", {"needed": needed, "window": spec.context_window}
@@ -375,7 +375,8 @@ def _best_second(
             break
         if v != vendor:
             total = c + (1 - p_a * p) * (past if p >= p_a else past_a)
-            best = total if best is None else min(best, total)
+            if best is None or total < best:
+                best = total
     return best
 
 
@@ -390,8 +391,8 @@ class _Escalation:
         cheapest_adequate: float | None = None
         for i in range(len(ranked) - 1, -1, -1):
             p, cost = ranked[i]
-            if p >= threshold:
-                cheapest_adequate = cost if cheapest_adequate is None else min(cost, cheapest_adequate)
+            if p >= threshold and (cheapest_adequate is None or cost < cheapest_adequate):
+                cheapest_adequate = cost
             self.suffix[i] = cheapest_adequate if cheapest_adequate is not None else ranked[-1][1]
 
     def cost(self, floor: float) -> float:
