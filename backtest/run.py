@@ -11,10 +11,11 @@ from graphs.cascade import CascadeSettings
 from policies.config import Policy
 from polycascade.ledger import SpendRow
 
+from ._heap import frozen_heap
 from .agreement import agreement_from
 from .baselines import Stats, baselines
 from .replay import TaskScore, history_from, output_profile
-from .shards import frozen_heap, replay_split
+from .shards import replay_split
 from .traces import TraceSet
 
 __all__ = ["best_single", "run_backtest", "split"]

@@ -6,20 +6,17 @@ day or tenant budget, a spend target), one random stream (exploration), or a mis
 opens a vendor's circuit breaker for every kind). Then everything runs in one process.
 
 Workers are forked after the traces are loaded, so a million outcomes are shared, not copied
-(the caller keeps them out of the collector's sight, `frozen_heap`, or each worker's first full
-collection would write to every shared page).
+(the caller keeps them out of the collector's sight, `backtest._heap.frozen_heap`).
 Each kind is one job (largest first, to the next free worker) and returns its scores, spend per
 vendor and jurisdiction, and policy-violation counts.
 """
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,10 +29,11 @@ from polycascade.catalog import ModelSpec
 from polycascade.governor import Governor
 from polycascade.ledger import Ledger, SpendRow, Tally
 
+from ._heap import collector_paused
 from .replay import TaskScore, replay
 from .traces import TraceSet
 
-__all__ = ["PendingReplay", "Replayed", "frozen_heap", "replay_split"]
+__all__ = ["PendingReplay", "Replayed", "replay_split"]
 
 MIN_TASKS_PER_WORKER = 2_000  # below this, forking costs more than it saves
 SPEND_KEYS = ("vendor", "jurisdiction")
@@ -106,20 +104,6 @@ class PendingReplay:
             _stash(None)
 
 
-@contextmanager
-def frozen_heap() -> Iterator[None]:
-    """Everything alive now outlives the block: out of the cycle collector's sight until it ends.
-
-    Loaded traces are a million long-lived objects; every full collection would walk them all
-    (0.6 s of a 1M-row split went to that alone), and a forked worker's would dirty their pages.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def _cores() -> int:
     """The cores this process may use (a container's limit, not the host's count, where the OS says)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -158,7 +142,8 @@ def _replay_shard_forked(index: int) -> Replayed:
 
 
 def _replay_shard(job: tuple[Any, ...]) -> Replayed:
-    return run_sync(_replay_and_report(*job))  # one event loop for the replay and its report
+    with collector_paused():  # the ledger grows by a row per call: collections would rescan it for nothing
+        return run_sync(_replay_and_report(*job))  # one event loop for the replay and its report
 
 
 async def _replay_and_report(

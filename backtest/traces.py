@@ -9,13 +9,11 @@ vendor and jurisdiction from the catalog. A row that cannot be used is reported 
 from __future__ import annotations
 
 import csv
-import gc
 import gzip
 import io
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from itertools import islice
@@ -24,6 +22,8 @@ from typing import Any
 
 from polycascade.catalog import Catalog, ModelSpec, jurisdiction_of_vendor
 from polycascade.errors import ConfigError
+
+from ._heap import collector_paused
 
 __all__ = ["Outcome", "Trace", "TraceSet", "load_traces"]
 
@@ -84,7 +84,7 @@ def load_traces(path: str | Path, catalog: Catalog | None = None, max_issues: in
     else:
         rows, identity = _row_by_row(source, catalog, issues, max_issues)
     count = 0
-    with _collector_paused():  # a million acyclic objects: the cycle collector would rescan them for nothing
+    with collector_paused():  # a million acyclic objects: the cycle collector would rescan them for nothing
         for task_id, category, outcome in rows:
             count += 1
             trace = tasks.get(task_id) or tasks.setdefault(task_id, Trace(task_id, category))
@@ -93,17 +93,6 @@ def load_traces(path: str | Path, catalog: Catalog | None = None, max_issues: in
         raise ConfigError(f"{path}: no usable rows. " + (issues[0] if issues else "The file is empty."))
     models = {m: _spec(m, vendor, tasks, catalog) for m, vendor in identity.items()}
     return TraceSet(str(path), tasks, models, issues, count, "verdict" in header, "answer" in header)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _fast(source: _Source, catalog: Catalog) -> Any:
