@@ -19,8 +19,8 @@ from typing import ClassVar, Protocol
 from pydantic import BaseModel, ValidationError
 
 from polycascade.catalog import ModelSpec
+from polycascade.completer import Completer
 from polycascade.errors import EvaluatorConfigError, NoEligibleModel, ProviderError
-from polycascade.gateway import Completer
 from polycascade.tasks import Task, Verdict
 from polycascade.types import CallContext, CompletionRequest, Message
 

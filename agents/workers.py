@@ -6,7 +6,7 @@ import json
 import re
 
 from polycascade.catalog import ModelSpec
-from polycascade.gateway import Completer
+from polycascade.completer import Completer
 from polycascade.tasks import Task
 from polycascade.types import CallContext, Completion, CompletionRequest, Message
 

@@ -18,8 +18,8 @@ from graphs.cascade import Cascade, CascadeSettings
 from policies.agreement import KindRecord
 from policies.config import Policy
 from polycascade.catalog import Catalog, ModelSpec
+from polycascade.completer import call_record
 from polycascade.errors import ConfigError, ProviderUnavailable
-from polycascade.gateway import call_record
 from polycascade.governor import Governor
 from polycascade.ledger import Ledger, MemoryLedger, Tally, new_call_id
 from polycascade.tasks import Task, TaskResult, Verdict

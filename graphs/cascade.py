@@ -36,8 +36,8 @@ from policies.pacing import Pacer
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
+from polycascade.completer import Completer
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
-from polycascade.gateway import Completer
 from polycascade.governor import GovernedGateway, Governor, Reservation
 from polycascade.ledger import MemoryLedger, Tally
 from polycascade.tasks import Attempt, Task, TaskResult, Verdict

@@ -14,8 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported: no fetch
@@ -29,7 +28,8 @@ from . import errors
 from ._secrets import RedactingFilter, protect_handlers, redact
 from ._sync import run_sync
 from .catalog import Catalog, ModelSpec
-from .ledger import CallRecord, Ledger, new_call_id
+from .completer import Completer, call_record
+from .ledger import Ledger, new_call_id
 from .types import Completion, CompletionRequest, ToolCall, Usage
 
 __all__ = ["Completer", "Gateway", "RetryPolicy", "call_record", "loopback_only"]
@@ -40,14 +40,6 @@ litellm.drop_params = True
 for _name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "polycascade"):
     logging.getLogger(_name).addFilter(RedactingFilter())
 protect_handlers()  # LiteLLM attaches handlers of its own at import
-
-
-class Completer(Protocol):
-    """The model seam: anything that completes a request (the gateway, or a wrapper around it)."""
-
-    catalog: Catalog
-
-    async def complete(self, request: CompletionRequest) -> Completion: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,28 +141,6 @@ class Gateway:
         if self.ledger is not None:
             latency = time.perf_counter() - started
             await self.ledger.record(call_record(spec, request, call_id, latency, attempts, outcome, completion))
-
-
-def call_record(
-    spec: ModelSpec,
-    request: CompletionRequest,
-    call_id: str,
-    latency_s: float,
-    attempts: int,
-    outcome: str,
-    completion: Completion | None = None,
-) -> CallRecord:
-    """The ledger row for one call (successful or not), with its context and decision."""
-    ctx = request.context
-    usage = completion.usage if completion else Usage()
-    return CallRecord(
-        call_id=call_id, model=spec.id, vendor=spec.vendor, jurisdiction=spec.jurisdiction,
-        host_jurisdiction=spec.host_jurisdiction, outcome=outcome, run_id=ctx.run_id, task_id=ctx.task_id,
-        node=ctx.node, task_kind=ctx.task_kind, data_class=ctx.data_class, tenant=ctx.tenant,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cost=completion.cost if completion else Decimal(0), latency_s=latency_s, attempts=attempts,
-        decision=ctx.decision,
-    )  # fmt: skip
 
 
 def _check_network(spec: ModelSpec) -> None:

@@ -38,8 +38,8 @@ from policies.rules import (
 
 from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
 from .catalog import ModelSpec
+from .completer import Completer
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
-from .gateway import Completer
 from .ledger import Ledger
 from .tokens import estimate_tokens
 from .types import CallContext, Completion, CompletionRequest

@@ -1,5 +1,8 @@
 """The public surface is deliberate: adding or removing a name must change this test too."""
 
+import subprocess
+import sys
+
 import polycascade
 
 EXPECTED = {
@@ -72,3 +75,13 @@ def test_errors_survive_pickling_with_their_values() -> None:
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error) and copy.__dict__ == error.__dict__
+
+
+def test_routing_and_replay_never_import_litellm() -> None:
+    """LiteLLM takes seconds to import: only code that calls a model (`polycascade.gateway`) may load it."""
+    code = (
+        "import sys, backtest, graphs.cascade, graphs.documents, polycascade.governor, polycascade.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('litellm', 'openai')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ from policies.config import Budgets, Policy, ShareCap
 from policies.routing import Need, RoutingSettings, max_call_cost
 from polycascade import BudgetExceeded
 from polycascade._ledger_postgres import PostgresLedger
-from polycascade.gateway import call_record
+from polycascade.completer import call_record
 from polycascade.governor import Governor
 from polycascade.types import CallContext, Completion, CompletionRequest, Usage
 
