@@ -13,21 +13,22 @@ from decimal import Decimal
 from itertools import repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from polycascade.catalog import Catalog, ModelSpec
 
-from .traces import FALSE_WORDS, TRUE_WORDS, Outcome, identity_of
+from .traces import FALSE_WORDS, TRUE_WORDS, Outcome, Trace, identity_of
 
 __all__ = ["convert"]
 
-Converted = tuple[Iterator[tuple[str, str, Outcome]], dict[str, tuple[str, str]]]
+Converted = tuple[dict[str, Trace], dict[str, tuple[str, str]]]
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError)
 
 
 def convert(table: pa.Table, catalog: Catalog) -> Converted | None:
-    """(task id, category, outcome) per row and (vendor, jurisdiction) per model; None if any row is bad."""
+    """The outcomes by task and (vendor, jurisdiction) per model; None if any row is bad."""
     try:
         return _convert(table, catalog)
     except _ARROW_ERRORS:
@@ -57,20 +58,41 @@ def _convert(table: pa.Table, catalog: Catalog) -> Converted | None:
     category = column.text("category")
     category = pc.if_else(pc.equal(category, ""), "general", category) if category is not None else None
     answer = table.column("answer").cast(pa.string()) if "answer" in table.column_names else None
-    values = [
-        _list(task_id), _list(category, "general", table.num_rows), _list(model), _list(correct),
-        column.decimals("cost_usd", cost), _list(answer, None, table.num_rows), _list(verdict, None, table.num_rows),
-        _list(tokens_in, None, table.num_rows), _list(tokens_out, None, table.num_rows),
-        _list(column.number("latency_s", pa.float64()), None, table.num_rows),
-    ]  # fmt: skip
-    return _outcomes(values, specs), identity
+    models, t_in, t_out = _strings(model), _list(tokens_in), _list(tokens_out)
+    costs = column.decimals("cost_usd", cost)
+    if cost is None or cost.null_count:
+        costs = _priced(costs, models, specs, t_in, t_out)
+    latency = _list(column.number("latency_s", pa.float64()))
+    outcomes = map(Outcome, models, _list(correct), costs, _strings(answer), _list(verdict), t_in, t_out, latency)
+    return _by_task(task_id, category, models, outcomes), identity
 
 
-def _outcomes(values: list[Any], specs: dict[str, ModelSpec | None]) -> Iterator[tuple[str, str, Outcome]]:
-    for task_id, category, model, correct, cost, answer, verdict, t_in, t_out, latency in zip(*values, strict=False):
-        if cost is None:
-            cost = specs[model].cost(t_in, t_out)  # type: ignore[union-attr]  # _can_price checked
-        yield task_id, category, Outcome(model, correct, cost, answer, verdict, t_in, t_out, latency)
+def _priced(costs: Any, models: list[str], specs: dict[str, ModelSpec | None], t_in: Any, t_out: Any) -> list[Decimal]:
+    """Blank costs from tokens × the catalog price (`_can_price` made sure there is one)."""
+    rows = zip(costs, models, t_in, t_out, strict=False)
+    return [c if c is not None else specs[m].cost(i, o) for c, m, i, o in rows]  # type: ignore[union-attr]
+
+
+def _by_task(
+    task_id: pa.ChunkedArray, category: pa.ChunkedArray | None, models: list[str], outcomes: Iterator[Outcome]
+) -> dict[str, Trace]:
+    """Outcomes by task, tasks in order of first appearance; a task's category is its first row's;
+    of two rows for one (task, model), the later stands (as on the row path). Rows are put in task
+    order once, so each task's outcomes become a dict in one call rather than a million assignments."""
+    encoded = task_id.combine_chunks().dictionary_encode()  # codes in order of first appearance
+    ids, codes = encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
+    order = np.argsort(codes, kind="stable")  # each task's rows together, in file order
+    counts = np.bincount(codes, minlength=len(ids))
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    categories = category.take(order[starts]).to_pylist() if category is not None else repeat("general")
+    rows, outcomes_by_row = order.tolist(), list(outcomes)
+    task_models = list(map(models.__getitem__, rows))
+    task_outcomes = list(map(outcomes_by_row.__getitem__, rows))
+    return {
+        i: Trace(i, c, dict(zip(task_models[a:b], task_outcomes[a:b], strict=True)))
+        for i, c, a, b in zip(ids, categories, starts.tolist(), ends.tolist(), strict=False)
+    }
 
 
 class _Columns:
@@ -94,7 +116,7 @@ class _Columns:
         text = pc.utf8_trim_whitespace(values)
         distinct = pc.unique(text)
         parsed = [Decimal(value) if value else None for value in distinct.to_pylist()]
-        return [parsed[i] for i in pc.index_in(text, distinct).to_pylist()]
+        return list(map(parsed.__getitem__, pc.index_in(text, distinct).to_pylist()))
 
     def number(self, name: str, kind: pa.DataType) -> pa.ChunkedArray | None:
         """Blank cells are null; a cell that is not a number raises (and the row path reports it)."""
@@ -163,5 +185,15 @@ def _any(mask: pa.ChunkedArray) -> bool:
     return bool(pc.any(mask).as_py())
 
 
-def _list(values: pa.ChunkedArray | None, default: Any = None, rows: int = 0) -> Any:
-    return values.to_pylist() if values is not None else repeat(default, rows)
+def _list(values: pa.ChunkedArray | None) -> Any:
+    """The column's values, or None for every row (endless: zip and map stop at the shortest)."""
+    return values.to_pylist() if values is not None else repeat(None)
+
+
+def _strings(values: pa.ChunkedArray | None) -> Any:
+    """Text cells as Python strings, one object per distinct value: a model's name is not copied a
+    million times (less memory, and faster than converting every cell)."""
+    if values is None:
+        return repeat(None)
+    encoded = pc.dictionary_encode(values.combine_chunks(), null_encoding="encode")
+    return list(map(encoded.dictionary.to_pylist().__getitem__, encoded.indices.to_pylist()))

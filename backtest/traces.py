@@ -77,22 +77,27 @@ def load_traces(path: str | Path, catalog: Catalog | None = None, max_issues: in
             f"{path}: missing required column(s) {', '.join(missing)}; found {', '.join(sorted(header)) or 'none'}. "
             "A traces file needs task_id, model and correct (see the README's trace format)."
         )
-    tasks: dict[str, Trace] = {}
     issues: list[str] = []
-    if (converted := _fast(source, catalog)) is not None:
-        rows, identity = converted
-    else:
-        rows, identity = _row_by_row(source, catalog, issues, max_issues)
-    count = 0
     with collector_paused():  # a million acyclic objects: the cycle collector would rescan them for nothing
-        for task_id, category, outcome in rows:
-            count += 1
-            trace = tasks.get(task_id) or tasks.setdefault(task_id, Trace(task_id, category))
-            trace.outcomes[outcome.model] = outcome
+        if (converted := _fast(source, catalog)) is not None:
+            (tasks, identity), count = converted, source.table.num_rows
+        else:
+            rows, identity = _row_by_row(source, catalog, issues, max_issues)
+            tasks, count = _grouped(rows)
     if not tasks:
         raise ConfigError(f"{path}: no usable rows. " + (issues[0] if issues else "The file is empty."))
     models = {m: _spec(m, vendor, tasks, catalog) for m, vendor in identity.items()}
     return TraceSet(str(path), tasks, models, issues, count, "verdict" in header, "answer" in header)
+
+
+def _grouped(rows: Iterator[tuple[str, str, Outcome]]) -> tuple[dict[str, Trace], int]:
+    tasks: dict[str, Trace] = {}
+    count = 0
+    for task_id, category, outcome in rows:
+        count += 1
+        trace = tasks.get(task_id) or tasks.setdefault(task_id, Trace(task_id, category))
+        trace.outcomes[outcome.model] = outcome
+    return tasks, count
 
 
 def _fast(source: _Source, catalog: Catalog) -> Any:
