@@ -7,6 +7,7 @@ every evaluator verdict stored in the ledger adds one pass or one fail.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from polycascade.catalog import ModelSpec
@@ -35,18 +36,20 @@ class Adequacy:
     prior_strength: float = 4.0
     default_quality: float = 0.5
 
-    def mean(self, spec: ModelSpec, tally: Tally | None) -> float:
-        """The posterior mean, without building the posterior: asked of every candidate of every decision."""
-        quality = self._prior(spec)
-        if tally is None:
-            return quality
-        return (quality * self.prior_strength + tally.passes) / (self.prior_strength + tally.passes + tally.fails)
+    def means(self, specs: Sequence[ModelSpec], tallies: Mapping[str, Tally]) -> list[float]:
+        """The posterior mean of each model: asked of every candidate of every decision, so in one loop."""
+        strength, default = self.prior_strength, self.default_quality
+        out = []
+        for spec in specs:
+            quality = spec.quality if spec.quality is not None else default
+            quality = 0.01 if quality < 0.01 else 0.99 if quality > 0.99 else quality  # min/max cost twice as much
+            tally = tallies.get(spec.id)
+            if tally is not None:
+                quality = (quality * strength + tally.passes) / (strength + tally.passes + tally.fails)
+            out.append(quality)
+        return out
 
     def posterior(self, spec: ModelSpec, tally: Tally | None) -> Posterior:
-        quality = self._prior(spec)
+        quality = self.means((spec,), {})[0]  # the prior's mean
         passes, fails = (tally.passes, tally.fails) if tally else (0, 0)
         return Posterior(quality * self.prior_strength + passes, (1 - quality) * self.prior_strength + fails)
-
-    def _prior(self, spec: ModelSpec) -> float:
-        quality = spec.quality if spec.quality is not None else self.default_quality
-        return 0.01 if quality < 0.01 else 0.99 if quality > 0.99 else quality  # min/max calls cost twice as much

@@ -181,8 +181,8 @@ def choose(
             for (spec, p), cost, total in zip(allowed, costs, totals, strict=True)
             if total is not None
         ]
-        chosen = min(estimates, key=_ranking)
-        return _decision(chosen.model, _why_opinion(chosen, need), estimates, rejected, settings)
+        ranked = sorted(estimates, key=_ranking)
+        return Decision(ranked[0].model, _why_opinion(ranked[0], need), tuple(ranked), rejected, settings.threshold)
     estimates = _plan(allowed, need, settings.output_fraction)
     greedy = _greedy(estimates, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
@@ -211,10 +211,8 @@ def _screen(
     """The candidates every rule allows, with P(pass); and why each other one is not."""
     rejected: dict[str, Denial] = {}
     allowed: list[tuple[ModelSpec, float]] = []
-    mean = settings.adequacy.mean
     needed = max(need.input_tokens + need.max_tokens, need.min_context)  # the context window the call needs
-    for spec in pool:
-        p = mean(spec, tallies.get(spec.id))
+    for spec, p in zip(pool, settings.adequacy.means(pool, tallies), strict=True):
         denial = _builtin_denial(spec, need, p, needed)
         for rule in rules if denial is None else ():
             if (denial := rule(spec, need)) is not None:
@@ -243,7 +241,6 @@ def _choose_plan(
     answered = [by_id[m] for m in need.answers if m in by_id]
     if not allowed and not answered:
         return Decision(None, "no candidate left", (), rejected, settings.threshold)
-    mean = settings.adequacy.mean
     outputs = agreement.output_tokens if agreement else {}  # recorded output lengths, where known
 
     def candidate(spec: ModelSpec, p: float) -> Candidate:
@@ -253,7 +250,7 @@ def _choose_plan(
     candidates = tuple(candidate(spec, p) for spec, p in allowed)
     plan = best_plan(
         candidates,
-        tuple(candidate(spec, mean(spec, tallies.get(spec.id))) for spec in answered),
+        tuple(candidate(spec, p) for spec, p in zip(answered, settings.adequacy.means(answered, tallies), strict=True)),
         agreement,
         value=settings.answer_value,
         prompt_tokens=need.input_tokens,
