@@ -197,6 +197,7 @@ def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: 
         "t1,tiny,0.25,math,DeepSeek,FAIL,,10,5,0.0001,",
         "t2,tiny,0,,DeepSeek,,C,,,0.00012345678,1.25",  # blank category → general; blanks → None
         "t2,gpt-4o-mini,1.0,law,,yes,C,12.0,3,0.002,",  # vendor from the catalog; tokens as floats
+        "t1,tiny,1,law,DeepSeek,pass,A,10,5,0.0002,",  # t1 again, out of order: this row stands, math stays
     ]
     csv_file = tmp_path / "t.csv"
     csv_file.write_text("\n".join([header, *lines]) + "\n")
@@ -209,7 +210,9 @@ def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: 
     assert convert(_read(csv_file).table, Catalog.bundled()) is not None  # the file does take the fast path
     fast, rows = load_traces(csv_file), load_traces(jsonl)
     assert fast.tasks == rows.tasks and fast.models == rows.models and not fast.issues
-    assert fast.tasks["t2"].category == "general" and fast.tasks["t1"].outcomes["tiny"].verdict is False
+    assert list(fast.tasks) == ["t1", "t2"] and list(fast.tasks["t1"].outcomes) == ["gpt-4o-mini", "tiny"]
+    assert fast.tasks["t2"].category == "general" and fast.tasks["t1"].category == "math"
+    assert fast.tasks["t1"].outcomes["tiny"].verdict is True and fast.rows == 5
     assert str(fast.tasks["t2"].outcomes["tiny"].cost) == "0.00012345678"  # the file's own digits, as read
     assert fast.tasks["t1"].outcomes["gpt-4o-mini"].cost == Catalog.bundled()["gpt-4o-mini"].cost(1000, 100)
 
