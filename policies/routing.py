@@ -181,8 +181,8 @@ def choose(
             for (spec, p), cost, total in zip(allowed, costs, totals, strict=True)
             if total is not None
         ]
-        ranked = sorted(estimates, key=_ranking)
-        return Decision(ranked[0].model, _why_opinion(ranked[0], need), tuple(ranked), rejected, settings.threshold)
+        chosen = min(estimates, key=_ranking)
+        return _decision(chosen.model, _why_opinion(chosen, need), estimates, rejected, settings)
     estimates = _plan(allowed, need, settings.output_fraction)
     greedy = _greedy(estimates, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
