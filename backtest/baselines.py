@@ -22,7 +22,7 @@ from polycascade.catalog import ModelSpec
 from .replay import TaskScore
 from .traces import Outcome, Trace, TraceSet
 
-__all__ = ["Stats", "baselines", "train_stats"]
+__all__ = ["Stats", "baselines", "best_single", "train_stats"]
 
 
 class Stats:
@@ -53,6 +53,11 @@ class Stats:
         return self.cost[model] / self.n[model] if self.n[model] else Decimal(0)
 
 
+def best_single(stats: Stats, traces: TraceSet) -> str:
+    """The most accurate model on the train split; the cheaper on a tie."""
+    return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
+
+
 def train_stats(traces: TraceSet, train_ids: Iterable[str]) -> Stats:
     return Stats(traces, train_ids)
 
@@ -61,7 +66,7 @@ def baselines(
     traces: TraceSet, stats: Stats, test_ids: list[str], threshold: float = 0.5
 ) -> dict[str, tuple[str, list[TaskScore]]]:
     models = [m for m in traces.models if stats.n[m]]
-    best = max(models, key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
+    best = best_single(stats, traces)
     cheapest = min(models, key=lambda m: (stats.mean_cost(m), -stats.accuracy(m)))
     affordable = [m for m in models if stats.mean_cost(m) <= stats.mean_cost(best) / 10] or [cheapest]
     weak = max(affordable, key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))

@@ -13,12 +13,12 @@ from polycascade.ledger import SpendRow
 
 from ._heap import frozen_heap
 from .agreement import agreement_from
-from .baselines import Stats, baselines
+from .baselines import Stats, baselines, best_single
 from .replay import TaskScore, history_from, output_profile
 from .shards import replay_split
 from .traces import TraceSet
 
-__all__ = ["best_single", "run_backtest", "split"]
+__all__ = ["run_backtest", "split"]
 
 
 def split(task_ids: list[str], train_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -93,11 +93,6 @@ def run_backtest(
 def _values_agreement(traces: TraceSet, settings: CascadeSettings) -> bool:
     """Plans are chosen by worth, and answers checked by agreement: learn how pairs agree."""
     return settings.routing.by_worth and traces.has_answer and not traces.has_verdict
-
-
-def best_single(stats: Stats, traces: TraceSet) -> str:
-    """The most accurate model on the train split; the cheaper on a tie."""
-    return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
 
 
 def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 
 from policies.config import Policy
 
-from .baselines import Stats
-from .run import best_single, run_backtest, split
+from .baselines import Stats, best_single
+from .run import run_backtest, split
 from .traces import TraceSet
 
 __all__ = ["HEADROOM", "backtest_at_cost", "with_routing"]
