@@ -146,10 +146,7 @@ def bare_scan(path: Path, runs: int = 3) -> float:
 def speed() -> list[str]:
     """Measured in a fresh interpreter, as `polycascade backtest` runs, not beside what the
     quality runs left on the heap."""
-    child = subprocess.run([sys.executable, __file__, "--speed-json"], capture_output=True, text=True)
-    if child.returncode != 0:
-        raise RuntimeError(f"the speed run failed: {child.stderr.strip()[-2000:]}")
-    f = json.loads(child.stdout)
+    f = json.loads(_run(sys.executable, __file__, "--speed-json"))
     names = ("rows", "scan", "loaded", "one_worker", "total", "workers", "command")
     rows, scan, loaded, one, total, workers, command = (f[name] for name in names)
     return [
@@ -192,10 +189,17 @@ def speed_figures() -> dict[str, float]:
 
 def cli_seconds(path: Path) -> float:
     """What a user waits for: the `polycascade backtest` command, start-up and output included."""
-    command = Path(sys.executable).with_name("polycascade")
     started = time.perf_counter()
-    subprocess.run([command, "backtest", "--traces", str(path), "--json"], capture_output=True, check=True)
+    _run(str(Path(sys.executable).with_name("polycascade")), "backtest", "--traces", str(path), "--json")
     return time.perf_counter() - started
+
+
+def _run(*command: str) -> str:
+    """The command's output; if it fails, an error with its stderr (check=True would drop it)."""
+    child = subprocess.run(command, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed: {child.stderr.strip()[-2000:]}")
+    return child.stdout
 
 
 def main() -> int:
