@@ -143,8 +143,20 @@ class RoutingSettings:
         return self.answer_value is not None or self.target_cost is not None
 
 
+class _Floats(dict[Decimal, float]):
+    """Prices as floats, for ranking (money stays Decimal): a catalog has a few dozen distinct
+    prices, and every candidate of every decision needs two."""
+
+    def __missing__(self, price: Decimal) -> float:
+        self[price] = value = float(price)
+        return value
+
+
+_FLOAT = _Floats()
+
+
 def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> float:
-    return float(spec.input_price) * need.input_tokens + float(spec.output_price) * need.max_tokens * output_fraction
+    return _FLOAT[spec.input_price] * need.input_tokens + _FLOAT[spec.output_price] * need.max_tokens * output_fraction
 
 
 def max_call_cost(spec: ModelSpec, need: Need) -> Decimal:
@@ -245,7 +257,7 @@ def _choose_plan(
 
     def candidate(spec: ModelSpec, p: float) -> Candidate:
         tokens = min(outputs.get(spec.id, output), need.max_tokens)
-        return Candidate(spec.id, spec.vendor, p, float(spec.input_price), float(spec.output_price) * tokens)
+        return Candidate(spec.id, spec.vendor, p, _FLOAT[spec.input_price], _FLOAT[spec.output_price] * tokens)
 
     candidates = tuple(candidate(spec, p) for spec, p in allowed)
     plan = best_plan(

@@ -126,13 +126,13 @@ def residency_rule(data_class: str, rule: DataClassRule | None) -> Rule:
 
 def memoised(rule: Rule) -> Rule:
     """A rule that reads only the model's identity and hosting (residency), asked once per model."""
-    seen: dict[tuple[str, str, str, str], Denial | None] = {}
+    seen: dict[int, tuple[ModelSpec, Denial | None]] = {}  # by id(): hashing a spec hashes every field
 
     def once_per_model(spec: ModelSpec, need: Need) -> Denial | None:
-        key = (spec.id, spec.jurisdiction, spec.host_jurisdiction, spec.hosting)
-        if key not in seen:
-            seen[key] = rule(spec, need)
-        return seen[key]
+        hit = seen.get(id(spec))
+        if hit is None or hit[0] is not spec:  # the spec is kept alive in `seen`, so its id is not reused
+            hit = seen[id(spec)] = (spec, rule(spec, need))
+        return hit[1]
 
     return once_per_model
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .errors import ConfigError
 
@@ -81,9 +81,8 @@ class SpendRow:
     cost: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """Evaluator outcomes of one model on one task kind."""
+class Tally(NamedTuple):
+    """Evaluator outcomes of one model on one task kind (a tuple: routing merges one per model per decision)."""
 
     passes: int = 0
     fails: int = 0
