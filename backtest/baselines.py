@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from agents.evaluators import normalise
 from polycascade.catalog import ModelSpec
@@ -29,19 +30,26 @@ class Stats:
     """Train-split accuracy and mean cost per model, overall and per category."""
 
     def __init__(self, traces: TraceSet, train_ids: Iterable[str]) -> None:
+        cells: dict[tuple[str, str], list[Any]] = {}  # (category, model) → [right, n, cost]
+        for task_id in train_ids:
+            trace = traces.tasks[task_id]
+            category = trace.category
+            for model, o in trace.outcomes.items():
+                cell = cells.get((category, model))
+                if cell is None:
+                    cell = cells[(category, model)] = [0.0, 0, Decimal(0)]
+                cell[0] += o.correct
+                cell[1] += 1
+                cell[2] += o.cost
         self.correct: dict[str, float] = defaultdict(float)
         self.cost: dict[str, Decimal] = defaultdict(Decimal)
         self.n: dict[str, int] = defaultdict(int)
-        self.by_category: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-        for task_id in train_ids:
-            trace = traces.tasks[task_id]
-            for model, o in trace.outcomes.items():
-                self.correct[model] += o.correct
-                self.cost[model] += o.cost
-                self.n[model] += 1
-                cell = self.by_category[(trace.category, model)]
-                cell[0] += o.correct
-                cell[1] += 1
+        self.by_category: dict[tuple[str, str], tuple[float, int]] = {}
+        for (category, model), (right, n, cost) in cells.items():
+            self.by_category[(category, model)] = (right, n)
+            self.correct[model] += right
+            self.n[model] += n
+            self.cost[model] += cost
 
     def accuracy(self, model: str, category: str | None = None) -> float:
         if category is not None:

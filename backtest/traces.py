@@ -12,7 +12,6 @@ import csv
 import gzip
 import io
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -332,18 +331,18 @@ def _fit_prices(outcomes: list[Outcome]) -> tuple[Decimal, Decimal]:
     if len(with_tokens) < 2:
         mean = sum((o.cost for o in outcomes), Decimal(0)) / max(len(outcomes), 1)
         return mean, Decimal(0)  # the router then sees each call as one "input token" at this price
-    sums: dict[str, float] = defaultdict(float)
+    xx = xy = yy = xc = yc = 0.0  # the normal equations' sums (locals: twenty thousand rows per model)
     for o in with_tokens:
         x, y, c = float(o.input_tokens or 0), float(o.output_tokens or 0), float(o.cost)
-        sums["xx"] += x * x
-        sums["xy"] += x * y
-        sums["yy"] += y * y
-        sums["xc"] += x * c
-        sums["yc"] += y * c
-    det = sums["xx"] * sums["yy"] - sums["xy"] ** 2
+        xx += x * x
+        xy += x * y
+        yy += y * y
+        xc += x * c
+        yc += y * c
+    det = xx * yy - xy**2
     if abs(det) < 1e-9:
         total_in = sum(o.input_tokens or 0 for o in with_tokens) or 1
         return sum((o.cost for o in with_tokens), Decimal(0)) / total_in, Decimal(0)
-    a = (sums["xc"] * sums["yy"] - sums["yc"] * sums["xy"]) / det
-    b = (sums["yc"] * sums["xx"] - sums["xc"] * sums["xy"]) / det
+    a = (xc * yy - yc * xy) / det
+    b = (yc * xx - xc * xy) / det
     return Decimal(f"{max(a, 0):.6e}"), Decimal(f"{max(b, 0):.6e}")
