@@ -18,6 +18,7 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from polycascade._records import record
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import EvaluatorConfigError, NoEligibleModel, ProviderError
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Judged:
     """The answer under evaluation and where it came from."""
 
@@ -56,7 +57,7 @@ class Judged:
     tool_calls: tuple[object, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EvalServices:
     """What evaluators that call models may use. `allow` is the policy layer's verdict on a model."""
 

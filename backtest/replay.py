@@ -17,6 +17,7 @@ from agents.evaluators import Consensus, EvalServices, Evaluator, Judged
 from graphs.cascade import Cascade, CascadeSettings
 from policies.agreement import KindRecord
 from policies.config import Policy
+from polycascade._records import record
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.completer import call_record
 from polycascade.errors import ConfigError, ProviderUnavailable
@@ -68,7 +69,7 @@ class RecordedVerdict:
         return Verdict(outcome.verdict, 1.0 if outcome.verdict else 0.0, "recorded verdict", self.name)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskScore:
     task_id: str
     category: str

@@ -34,6 +34,7 @@ from policies.agreement import KindRecord
 from policies.config import Policy
 from policies.pacing import Pacer
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
+from polycascade._records import record
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
@@ -91,7 +92,7 @@ class CascadeContext:
     pacer: Pacer | None = None  # the answer value, paced to spend routing.target_cost per task
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Pending:
     attempt: Attempt
     finish_reason: str | None

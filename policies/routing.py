@@ -33,6 +33,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
+from polycascade._records import record
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 
@@ -42,7 +43,7 @@ from .agreement import Candidate, KindRecord, best_plan
 __all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose", "routes_by_plan"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Need:
     """What the next call needs."""
 
@@ -62,7 +63,7 @@ class Need:
     answers: tuple[str, ...] = ()  # models that answered this task, oldest first
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Denial:
     rule: str
     reason: str
@@ -99,7 +100,7 @@ class Estimate(NamedTuple):  # a tuple: built for every candidate of every decis
         return rendered
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     chosen: str | None
     reason: str

@@ -8,9 +8,10 @@ what keeps many concurrent calls from jointly overshooting a cap.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 
+from polycascade._records import record
 from polycascade.catalog import ModelSpec
 
 from .config import ANY, DataClassRule, ShareCap
@@ -60,7 +61,7 @@ EU = frozenset(
 UNKNOWN = "??"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BudgetState:
     name: str
     limit: Decimal
@@ -71,7 +72,7 @@ class BudgetState:
         return self.limit - self.committed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Snapshot:
     """Committed spend and calls per vendor over the share window (API-hosted calls only)."""
 

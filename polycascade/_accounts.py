@@ -12,10 +12,10 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ._records import record
 from .ledger import Ledger, from_pico, to_pico
 
 __all__ = ["Accounts", "LocalAccounts", "PostgresAccounts", "Reserved"]
@@ -23,7 +23,7 @@ __all__ = ["Accounts", "LocalAccounts", "PostgresAccounts", "Reserved"]
 Load = Callable[[], Awaitable[Decimal]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reserved:
     id: str
     vendor: str

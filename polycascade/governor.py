@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from policies.rules import (
 )
 
 from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
+from ._records import record
 from .catalog import ModelSpec
 from .completer import Completer
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
@@ -54,7 +55,7 @@ DEFAULT_POLICY = Policy(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reservation:
     id: str
     spec: ModelSpec

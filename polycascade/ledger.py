@@ -13,11 +13,12 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ._records import record
 from .errors import ConfigError
 
 __all__ = [
@@ -47,7 +48,7 @@ def from_pico(pico: int) -> Decimal:
     return (Decimal(pico) * PICO).normalize() if pico else Decimal(0)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CallRecord:
     call_id: str
     model: str
@@ -73,7 +74,7 @@ class CallRecord:
     ts: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SpendRow:
     """Spend and call count for one group (a vendor, a jurisdiction …)."""
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ._records import record
 from .types import Message, ToolCall
 
 __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
@@ -16,7 +17,7 @@ __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
 Status = Literal["verified", "unverified", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Task:
     """One unit of LLM work. `schema` asks for JSON that validates as that pydantic model."""
 
@@ -37,7 +38,7 @@ class Task:
     tenant: str = "default"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     """An evaluator's judgement. `verifies` is False for sanity checks that cannot vouch for an answer.
 
@@ -65,7 +66,7 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Attempt:
     rung: int
     model: str
@@ -94,7 +95,7 @@ class Attempt:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskResult:
     """What a task came to. `chosen` is the attempt whose answer is returned; the rest derive from it."""
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 from typing import Any, Literal
+
+from ._records import record
 
 __all__ = ["CallContext", "Completion", "CompletionRequest", "Message", "ToolCall", "Usage"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Message:
     role: Role
     content: str
@@ -28,7 +30,7 @@ class Message:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ToolCall:
     id: str
     name: str
@@ -42,7 +44,7 @@ class ToolCall:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CallContext:
     """Who is calling and why; stored with the call in the ledger."""
 
@@ -55,7 +57,7 @@ class CallContext:
     decision: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CompletionRequest:
     model: str
     messages: tuple[Message, ...]
@@ -72,13 +74,13 @@ class CompletionRequest:
         return cls(model=model, messages=messages, **kw)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Completion:
     call_id: str
     model: str
