@@ -189,9 +189,7 @@ class Governor:
         ]
         cap = self.policy.vendor_share
         spend, calls = await self.accounts.vendor_committed(now - cap.window_hours * 3600) if cap else ({}, {})
-        open_vendors = {  # a closed breaker allows every call: only the others need asking
-            v: b.describe(now) for v, b in self._breakers.items() if b.state != "closed" and not b.allows(now)
-        }
+        open_vendors = {v: b.describe(now) for v, b in self._breakers.items() if not b.allows(now)}
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
     def _scopes(self, ctx: CallContext) -> list[_Scope]:
