@@ -43,7 +43,10 @@ def _init(cls: type[Any]) -> Any:
     fields = dataclasses.fields(cls)
     generated = list(inspect.signature(cls.__init__).parameters)[1:]
     if [f.name for f in fields] != generated or hasattr(cls, "__post_init__") or any(f.kw_only for f in fields):
-        raise TypeError(f"@record supports plain fields with defaults only; make {cls.__name__} a dataclass")
+        raise TypeError(
+            f"@record supports plain fields with defaults only; declare {cls.__name__} with "
+            "@dataclass(frozen=True, slots=True) instead"
+        )
     env: dict[str, Any] = {"_FACTORY": _FACTORY}
     params, body = [], []
     for f in fields:
