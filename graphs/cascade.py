@@ -16,7 +16,7 @@ import inspect
 import operator
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Literal, TypedDict
@@ -34,7 +34,7 @@ from policies.agreement import KindRecord
 from policies.config import Policy
 from policies.pacing import Pacer
 from policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
-from polycascade._records import record
+from polycascade._records import record, replace
 from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,17 +52,22 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
-    from backtest import load_traces, run_backtest
-    from backtest.target import with_routing
+    from backtest.traces import load_traces
     from policies.config import load_policy
 
     from .governor import DEFAULT_POLICY
 
     catalog = Catalog.load(models_file)
     loaded = load_policy(policy, catalog, resolve_models=False).policy if policy else DEFAULT_POLICY
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        # pyarrow reads and checks the file mostly without the GIL: import the replay meanwhile
+        reading = reader.submit(load_traces, traces, catalog)
+        from backtest import run_backtest
+        from backtest.target import with_routing
+
+        data = reading.result()
     if max_rungs is not None:
         loaded = with_routing(loaded, max_rungs=max_rungs)
-    data = load_traces(traces, catalog)
     for issue in data.issues[:20]:
         print(f"bad row: {issue}", file=sys.stderr)
     if len(data.issues) > 20:

@@ -13,12 +13,12 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import field, replace
+from dataclasses import field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ._records import record
+from ._records import record, replace
 from .errors import ConfigError
 
 __all__ = [
