@@ -19,34 +19,39 @@ from typing import Any
 
 from agents.evaluators import normalise
 from polycascade.catalog import ModelSpec
+from polycascade.ledger import Tally
 
 from .replay import TaskScore
 from .traces import Outcome, Trace, TraceSet
 
-__all__ = ["Stats", "baselines", "best_single", "train_stats"]
+__all__ = ["Stats", "baselines", "best_single"]
 
 
 class Stats:
-    """Train-split accuracy and mean cost per model, overall and per category."""
+    """Train-split accuracy and mean cost per model, overall and per category; and the pass/fail
+    record per (category, model) that the router may learn from (`history`)."""
 
     def __init__(self, traces: TraceSet, train_ids: Iterable[str]) -> None:
-        cells: dict[tuple[str, str], list[Any]] = {}  # (category, model) → [right, n, cost]
+        cells: dict[tuple[str, str], list[Any]] = {}  # (category, model) → [right, n, cost, passes]
         for task_id in train_ids:
             trace = traces.tasks[task_id]
             category = trace.category
             for model, o in trace.outcomes.items():
                 cell = cells.get((category, model))
                 if cell is None:
-                    cell = cells[(category, model)] = [0.0, 0, Decimal(0)]
+                    cell = cells[(category, model)] = [0.0, 0, Decimal(0), 0]
                 cell[0] += o.correct
                 cell[1] += 1
                 cell[2] += o.cost
+                cell[3] += o.correct >= 0.5
         self.correct: dict[str, float] = defaultdict(float)
         self.cost: dict[str, Decimal] = defaultdict(Decimal)
         self.n: dict[str, int] = defaultdict(int)
         self.by_category: dict[tuple[str, str], tuple[float, int]] = {}
-        for (category, model), (right, n, cost) in cells.items():
+        self.history: dict[tuple[str, str], Tally] = {}  # what a verdict would have said: passed or not
+        for (category, model), (right, n, cost, passes) in cells.items():
             self.by_category[(category, model)] = (right, n)
+            self.history[(category, model)] = Tally(passes, n - passes)
             self.correct[model] += right
             self.n[model] += n
             self.cost[model] += cost
@@ -64,10 +69,6 @@ class Stats:
 def best_single(stats: Stats, traces: TraceSet) -> str:
     """The most accurate model on the train split; the cheaper on a tie."""
     return max((m for m in traces.models if stats.n[m]), key=lambda m: (stats.accuracy(m), -stats.mean_cost(m)))
-
-
-def train_stats(traces: TraceSet, train_ids: Iterable[str]) -> Stats:
-    return Stats(traces, train_ids)
 
 
 def baselines(

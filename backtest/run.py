@@ -14,7 +14,7 @@ from polycascade.ledger import SpendRow
 from ._heap import frozen_heap
 from .agreement import agreement_from
 from .baselines import Stats, baselines, best_single
-from .replay import TaskScore, history_from, output_profile
+from .replay import TaskScore, output_profile
 from .shards import replay_split
 from .traces import TraceSet
 
@@ -52,10 +52,9 @@ def run_backtest(
         max_tokens, output_fraction = output_profile(traces)
         settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
         agreement = agreement_from(traces, train) if _values_agreement(traces, settings) else None
-        history = history_from(traces, train)
-        pending = replay_split(traces, test, policy, settings, history, max_tokens, workers, agreement)
+        stats = Stats(traces, train)
+        pending = replay_split(traces, test, policy, settings, stats.history, max_tokens, workers, agreement)
         try:  # while the workers replay
-            stats = Stats(traces, train)
             compared = baselines(traces, stats, test) if with_baselines else {}
         finally:
             replayed = pending.result()  # joins the workers even if the baselines failed
