@@ -39,7 +39,7 @@ from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
-from polycascade.governor import GovernedGateway, Governor, Reservation
+from polycascade.governor import GovernedGateway, Governor, Reservation, Why
 from polycascade.ledger import MemoryLedger, Tally
 from polycascade.tasks import Attempt, Task, TaskResult, Verdict
 from polycascade.tokens import estimate_tokens
@@ -114,7 +114,7 @@ class CascadeState(TypedDict, total=False):
     result: TaskResult
 
 
-def _context(task: Task, node: str, why: dict[str, Any] | None = None) -> CallContext:
+def _context(task: Task, node: str, why: Mapping[str, Any] | None = None) -> CallContext:
     return CallContext(
         run_id=task.run_id,
         task_id=task.id,
@@ -211,7 +211,7 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     ctx, task, decision, reservation = runtime.context, state["task"], state["decision"], state["reservation"]
     spec = reservation.spec
     rung = len(state.get("attempts", [])) + 1
-    why = {**decision.to_dict(), "policy": ctx.governor.policy.name, **reservation.to_dict()}
+    why = Why(decision, ctx.governor.policy.name, reservation)
     context = _context(task, "attempt", why)
     try:
         request = ctx.governor.prepare(build_request(task, spec, context), spec)

@@ -49,7 +49,7 @@ def to_row(rec: CallRecord) -> tuple[Any, ...]:
     values = {name: getattr(rec, name) for name in COLUMNS if name not in {"cost_pico", "decision", "verdict"}}
     values["cost_pico"] = to_pico(rec.cost)
     values["verdict"] = None if rec.verdict is None else int(rec.verdict)
-    values["decision"] = json.dumps(rec.decision, default=str) if rec.decision is not None else None
+    values["decision"] = json.dumps(dict(rec.decision), default=str) if rec.decision is not None else None
     return tuple(values[name] for name in COLUMNS)
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from .ledger import Ledger
 from .tokens import estimate_tokens
 from .types import CallContext, Completion, CompletionRequest
 
-__all__ = ["DEFAULT_POLICY", "GovernedGateway", "Governor", "Reservation"]
+__all__ = ["DEFAULT_POLICY", "GovernedGateway", "Governor", "Reservation", "Why"]
 
 T = TypeVar("T")
 DEFAULT_POLICY = Policy(
@@ -67,6 +67,40 @@ class Reservation:
 
     def record(self) -> Reserved:
         return Reserved(self.id, self.spec.vendor, self.spec.hosting == "api", self.amount, self.scopes)
+
+
+@record
+class Why(Mapping[str, Any]):
+    """Why a call was made, as its attempt and the ledger keep it: the decision with its
+    candidates and rejections, the policy, and what was reserved. A read-only mapping, rendered
+    when first read (a SQL ledger reads it once, to store it; a backtest replays a million
+    decisions into a ledger in memory and reads none)."""
+
+    decision: Decision
+    policy: str
+    reservation: Reservation
+    rendered: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    def _dict(self) -> dict[str, Any]:
+        if self.rendered is None:
+            rendered = {**self.decision.to_dict(), "policy": self.policy, **self.reservation.to_dict()}
+            object.__setattr__(self, "rendered", rendered)  # a cache: the value is fixed by the fields
+            return rendered
+        return self.rendered
+
+    def __getitem__(self, key: str) -> Any:
+        return self._dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __eq__(self, other: object) -> bool:  # as a mapping: equal to a dict with the same items
+        return isinstance(other, Mapping) and self._dict() == dict(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 _Scope = tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]  # budget key, limit, load what was spent

@@ -35,7 +35,7 @@ async def explain_call(ledger: Ledger, call_id: str) -> dict[str, Any]:
         "tokens": {"input": rec.input_tokens, "output": rec.output_tokens},
         "attempts": rec.attempts,
         "verdict": None if rec.verdict is None else {"passed": rec.verdict, "score": rec.score, "by": rec.evaluator},
-        "decision": rec.decision,
+        "decision": dict(rec.decision) if rec.decision is not None else None,
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -70,7 +70,7 @@ class CallRecord:
     verdict: bool | None = None
     score: float | None = None
     evaluator: str | None = None
-    decision: dict[str, Any] | None = None
+    decision: Mapping[str, Any] | None = None
     ts: float = field(default_factory=time.time)
 
 

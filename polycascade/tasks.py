@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
 from typing import Any, Literal
@@ -76,7 +77,7 @@ class Attempt:
     call_id: str | None = None
     verdict: Verdict | None = None
     error: str | None = None
-    decision: dict[str, Any] | None = None
+    decision: Mapping[str, Any] | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     input_tokens: int = 0
     output_tokens: int = 0

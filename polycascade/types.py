@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
 from typing import Any, Literal
@@ -54,7 +55,7 @@ class CallContext:
     task_kind: str = "general"
     data_class: str = "internal"
     tenant: str = "default"
-    decision: dict[str, Any] | None = None
+    decision: Mapping[str, Any] | None = None  # why the call was made (`governor.Why`)
 
 
 @record

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from decimal import Decimal
 from typing import TypedDict
 
@@ -13,6 +15,7 @@ from agents.evaluators import LLMJudge, RuleCheck
 from graphs.cascade import Cascade, CascadeSettings
 from polycascade import EvaluatorConfigError, Task, TaskResult, cascade_node, run_task
 from polycascade.gateway import Gateway, RetryPolicy
+from polycascade.governor import Why
 from polycascade.ledger import MemoryLedger
 from polycascade.testing import Fault, LocalModel
 
@@ -44,6 +47,20 @@ async def test_escalates_from_a_wrong_cheap_answer_and_records_every_call(vendor
     assert answers["v/cheap"].verdict is False and answers["v/mid"].verdict is True
     assert answers["v/cheap"].decision is not None and answers["v/cheap"].decision["chosen"] == "v/cheap"
     assert result.total_cost == sum((r.cost for r in rows), Decimal(0))
+
+
+async def test_why_is_kept_unrendered_until_read_then_reads_as_the_decision(vendors: Vendors) -> None:
+    ledger = MemoryLedger()
+    result = await make(vendors, ledger).run(Task(QUESTION, kind="geo", run_id="why"))
+    why = result.attempts[0].decision
+    assert isinstance(why, Why) and why.rendered is None  # nothing read it: the cascade paid nothing to render it
+    [row] = [r for r in await ledger.calls(run_id="why") if r.node == "attempt" and r.model == "v/cheap"]
+    assert row.decision is why  # the ledger keeps the same record
+    rendered = {**why.decision.to_dict(), "policy": why.policy, **why.reservation.to_dict()}
+    assert why == rendered and dict(why) == rendered and why.rendered == rendered
+    assert why["chosen"] == "v/cheap" and why["policy"] == "default" and Decimal(why["reserved_usd"]) > 0
+    assert json.loads(json.dumps(dict(why))) == json.loads(json.dumps(rendered))
+    assert pickle.loads(pickle.dumps(why)) == rendered
 
 
 async def test_learns_to_skip_the_cheap_model_for_one_kind_only(vendors: Vendors) -> None:
