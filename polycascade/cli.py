@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -304,3 +305,5 @@ def main() -> None:
     except PolycascadeError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(3)
+    finally:  # the process is exiting: spare it the final collections over every object (0.4 s)
+        gc.freeze()
