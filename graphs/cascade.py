@@ -86,6 +86,7 @@ class CascadeContext:
     pool: tuple[ModelSpec, ...]
     evaluator: Evaluator
     settings: CascadeSettings
+    eval_services: EvalServices  # for evaluators that call models: governed, on this task's behalf
     rng: random.Random = field(default_factory=random.Random)
     history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
     agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → how pairs agreed, when recorded
@@ -241,10 +242,8 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     judged = Judged(
         task, pending.attempt.answer or "", spec, pending.finish_reason, earlier, pending.attempt.tool_calls
     )
-    governed = GovernedGateway(ctx.gateway, ctx.governor)
-    allow = partial(ctx.governor.residency_allows, data_class=task.data_class)
     try:
-        verdict = await ctx.evaluator(judged, EvalServices(governed, _context(task, "evaluate"), allow=allow))
+        verdict = await ctx.evaluator(judged, ctx.eval_services)
     except BudgetExceeded as exc:  # the answer is paid for: keep it, unverified, and say why
         verdict = Verdict(True, 0.5, f"not verified: {exc}", "budget", verifies=False)
     if verdict.verifies and verdict.teaches and pending.attempt.call_id:  # what the router may learn from
@@ -361,6 +360,7 @@ class Cascade:
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
         self.pacer = pacer or Pacer.for_routing(self.settings.routing)
+        self._governed = GovernedGateway(gateway, self.governor)  # evaluators' calls, admitted by the governor
 
     def evaluator_for(self, task: Task) -> Evaluator:
         checks: list[Evaluator] = [SchemaCheck(task.schema)] if task.schema else []
@@ -371,9 +371,11 @@ class Cascade:
 
     def _context(self, task: Task) -> CascadeContext:
         evaluator = self.evaluator_for(task)
+        allow = partial(self.governor.residency_allows, data_class=task.data_class)
+        services = EvalServices(self._governed, _context(task, "evaluate"), allow=allow)
         return CascadeContext(
-            self.gateway, self.governor, self.pool, evaluator, self.settings, self._rng, self.history, self.agreement,
-            self.pacer,
+            self.gateway, self.governor, self.pool, evaluator, self.settings, services, self._rng, self.history,
+            self.agreement, self.pacer,
         )  # fmt: skip
 
     async def run(self, task: Task | str) -> TaskResult:
