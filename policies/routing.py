@@ -194,19 +194,19 @@ def choose(
             for (spec, p), cost, total in zip(allowed, costs, totals, strict=True)
             if total is not None
         ]
-        chosen = min(estimates, key=_ranking)
-        return _decision(chosen.model, _why_opinion(chosen, need), estimates, rejected, settings)
-    estimates = _plan(allowed, need, settings.output_fraction)
-    greedy = _greedy(estimates, settings.threshold)
+        ranked = _ranked(estimates)
+        return _decision(ranked[0].model, _why_opinion(ranked[0], need), ranked, rejected, settings)
+    ranked = _ranked(_plan(allowed, need, settings.output_fraction))
+    greedy = _greedy(ranked, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
     if settings.explore and rng is not None:
-        explored = _thompson(allowed, estimates, greedy, settings, tallies, rng)
+        explored = _thompson(allowed, ranked, greedy, settings, tallies, rng)
         if explored is not None and explored.model != greedy.model:
             chosen = explored
             reason = (
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
-    return _decision(chosen.model, reason, estimates, rejected, settings)
+    return _decision(chosen.model, reason, ranked, rejected, settings)
 
 
 def routes_by_plan(settings: RoutingSettings, need: Need) -> bool:
@@ -279,7 +279,7 @@ def _choose_plan(
     for c in candidates:  # each call costed as the plan costed it; the first call carries the plan's total
         cost = c.cost(need.input_tokens)
         estimates.append(Estimate(c.model, c.vendor, c.p_pass, cost, plan.expected_cost if c.model == first else cost))
-    return _decision(first, reason, estimates, rejected, settings, stop=first is None)
+    return _decision(first, reason, _ranked(estimates), rejected, settings, stop=first is None)
 
 
 def _ranking(e: Estimate) -> tuple[float, float, str]:
@@ -287,15 +287,19 @@ def _ranking(e: Estimate) -> tuple[float, float, str]:
     return (e.expected_total, -e.p_pass, e.model)
 
 
+def _ranked(estimates: list[Estimate]) -> tuple[Estimate, ...]:
+    return tuple(sorted(estimates, key=_ranking))
+
+
 def _decision(
     chosen: str | None,
     reason: str,
-    estimates: list[Estimate],
+    ranked: tuple[Estimate, ...],
     rejected: dict[str, Denial],
     settings: RoutingSettings,
     stop: bool = False,
 ) -> Decision:
-    return Decision(chosen, reason, tuple(sorted(estimates, key=_ranking)), rejected, settings.threshold, stop)
+    return Decision(chosen, reason, ranked, rejected, settings.threshold, stop)
 
 
 _TRIED = Denial("tried", "already attempted for this task")
@@ -409,11 +413,10 @@ class _Escalation:
         return self.suffix[bisect.bisect_right(self.p, floor)]
 
 
-def _greedy(estimates: list[Estimate], threshold: float) -> Estimate:
-    adequate = [e for e in estimates if e.p_pass >= threshold]
-    if adequate:
-        return min(adequate, key=_ranking)
-    return max(estimates, key=lambda e: (e.p_pass, -e.call_cost))
+def _greedy(ranked: tuple[Estimate, ...], threshold: float) -> Estimate:
+    """The best-ranked adequate candidate; if none is adequate, the strongest."""
+    adequate = next((e for e in ranked if e.p_pass >= threshold), None)
+    return adequate or max(ranked, key=lambda e: (e.p_pass, -e.call_cost))
 
 
 def _why_opinion(chosen: Estimate, need: Need) -> str:
@@ -432,7 +435,7 @@ def _why(chosen: Estimate, threshold: float) -> str:
 
 def _thompson(
     allowed: list[tuple[ModelSpec, float]],
-    estimates: list[Estimate],
+    estimates: Sequence[Estimate],
     greedy: Estimate,
     settings: RoutingSettings,
     tallies: Mapping[str, Tally],
