@@ -18,7 +18,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
+from functools import cached_property, partial
 from typing import Annotated, Any, Literal, TypedDict
 
 from langchain_core.runnables import RunnableLambda
@@ -360,7 +360,11 @@ class Cascade:
         self.settings = settings or CascadeSettings.from_policy(self.governor.policy)
         self._rng = random.Random(self.settings.seed)
         self.pacer = pacer or Pacer.for_routing(self.settings.routing)
-        self._governed = GovernedGateway(gateway, self.governor)  # evaluators' calls, admitted by the governor
+
+    @cached_property
+    def _governed(self) -> GovernedGateway:
+        """The gateway for evaluators' calls: each admitted by the governor."""
+        return GovernedGateway(self.gateway, self.governor)
 
     def evaluator_for(self, task: Task) -> Evaluator:
         checks: list[Evaluator] = [SchemaCheck(task.schema)] if task.schema else []

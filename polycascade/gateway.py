@@ -6,6 +6,7 @@ site, where the network guard refuses any non-loopback address while tests run.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -21,8 +22,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 
 import litellm
 import litellm.exceptions as llm_errors
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_base
 
 from . import errors
 from ._secrets import RedactingFilter, protect_handlers, redact
@@ -51,21 +50,16 @@ class RetryPolicy:
     max_backoff_s: float = 20.0
     max_retry_after_s: float = 60.0
 
+    def backoff_s(self, attempt: int, error: BaseException) -> float:
+        """The wait after failed attempt number `attempt` (from 1): the vendor's Retry-After if it sent one."""
+        hint = getattr(error, "retry_after", None)
+        if hint is not None:
+            return float(min(hint, self.max_retry_after_s))
+        ceiling = min(self.max_backoff_s, self.initial_s * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never above the cap
+
 
 _log = logging.getLogger("polycascade.gateway")
-
-
-class _Backoff(wait_base):
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: Any) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        if hint is not None:
-            return float(min(hint, self.policy.max_retry_after_s))
-        ceiling = min(self.policy.max_backoff_s, self.policy.initial_s * 2 ** (retry_state.attempt_number - 1))
-        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never above the cap
 
 
 def loopback_only() -> bool:
@@ -109,24 +103,21 @@ class Gateway:
         return run_sync(self.complete(request))
 
     async def _retrying(self, once: Callable[[], Awaitable[Completion]], model: str) -> Completion:
-        def log_retry(state: Any) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            sleep = state.next_action.sleep if state.next_action else 0.0
-            _log.info(
-                "retrying %s in %.2f s after %s (attempt %d of %d)",
-                model, sleep, type(exc).__name__, state.attempt_number, self.retry.max_attempts,
-            )  # fmt: skip
-
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.retry.max_attempts),
-            wait=_Backoff(self.retry),
-            retry=retry_if_exception_type(errors.RetryableProviderError),
-            before_sleep=log_retry,
-            reraise=True,
-        ):
-            with attempt:
+        """`once` until it succeeds, on transient errors only, at most `max_attempts` times."""
+        attempts = max(1, self.retry.max_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
                 return await once()
-        raise AssertionError("unreachable: tenacity reraises the last error")
+            except errors.RetryableProviderError as exc:
+                if attempt == attempts:
+                    raise
+                sleep = self.retry.backoff_s(attempt, exc)
+                _log.info(
+                    "retrying %s in %.2f s after %s (attempt %d of %d)", model, sleep, type(exc).__name__, attempt,
+                    attempts,
+                )  # fmt: skip
+                await asyncio.sleep(sleep)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _record(
         self,

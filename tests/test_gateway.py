@@ -191,3 +191,15 @@ def test_sync_wrapper_works_outside_and_inside_an_event_loop(gateway: Gateway) -
         return gateway.complete_sync(ask()).text
 
     assert asyncio.run(inside()) == "ok"
+
+
+def test_backoff_is_jittered_exponential_capped_and_honours_retry_after() -> None:
+    policy = RetryPolicy(initial_s=0.5, max_backoff_s=3.0, max_retry_after_s=10.0)
+    plain = errors.ProviderUnavailable("down", model="m")
+    for attempt, ceiling in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)):
+        waits = [policy.backoff_s(attempt, plain) for _ in range(200)]
+        assert all(ceiling / 2 <= w <= ceiling for w in waits), (attempt, min(waits), max(waits))
+        assert len(set(waits)) > 1  # jittered: workers that failed together do not retry together
+    limited = errors.RateLimited("slow down", model="m", retry_after=7.0)
+    assert policy.backoff_s(1, limited) == 7.0
+    assert policy.backoff_s(1, errors.RateLimited("slow down", model="m", retry_after=600.0)) == 10.0
