@@ -163,7 +163,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
     tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
     need = _need(task, state, ctx, answers)
-    pool = _within_ceiling(ctx, task, need, _spent(attempts))
+    pool = _within_ceiling(ctx, task, need, attempts)
     routing = _routing(ctx)
     try:
         decision, reservation = await ctx.governor.route(
@@ -202,9 +202,10 @@ def _stop(reason: str) -> Command[Literal["attempt", "finish"]]:
     return Command(update={"stop_reason": reason}, goto="finish")
 
 
-def _within_ceiling(ctx: CascadeContext, task: Task, need: Need, spent: Decimal) -> tuple[ModelSpec, ...]:
+def _within_ceiling(ctx: CascadeContext, task: Task, need: Need, attempts: Sequence[Attempt]) -> tuple[ModelSpec, ...]:
     if task.cost_ceiling is None:
         return ctx.pool
+    spent = _spent(attempts)
     return tuple(m for m in ctx.pool if spent + max_call_cost(m, need) <= task.cost_ceiling)
 
 
