@@ -237,7 +237,7 @@ async def overhead(calls: int = 1000) -> list[str]:
         f"| polycascade gateway + SQLite ledger + policy (admit, reserve, settle) | {totals['ours']:.2f} | "
         f"{totals['ours'] / calls * 1e3:.2f} |",
         "",
-        f"Ratio {ratio:.2f}×. Target ≤ 1.1×: **{'met' if ratio <= 1.1 else 'not met'}**.",
+        f"Ratio {ratio:.3f}×. Target ≤ 1.1×: **{'met' if ratio <= 1.1 else 'not met'}**.",
     ]
 
 
