@@ -24,8 +24,9 @@ class DocWorker:
     def __init__(self, service_kwargs: dict[str, Any], options: RunOptions, run_id: str, checkpoints: str) -> None:
         from .service import open_service
 
-        self._stack = contextlib.ExitStack()  # the service (and a local model, if any) live as long as the actor
-        self._async_stack = contextlib.AsyncExitStack()  # the checkpointer, opened on the actor's own loop
+        self._stack = (
+            contextlib.ExitStack()
+        )  # the service (a local model, if any) and checkpoints live as long as the actor
         self.service = self._stack.enter_context(open_service(**service_kwargs, quiet=True))
         self.options, self.run_id, self.checkpoints = options, run_id, checkpoints
         self._graph: tuple[Any, Any] | None = None
@@ -34,9 +35,9 @@ class DocWorker:
     async def _ready(self) -> tuple[Any, Any]:
         async with self._lock:
             if self._graph is None:
-                from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+                from ._checkpoints import open_checkpoints
 
-                saver = await self._async_stack.enter_async_context(AsyncSqliteSaver.from_conn_string(self.checkpoints))
+                saver = self._stack.enter_context(open_checkpoints(self.checkpoints))
                 self._graph = _workflow(self.options, self.service, self.run_id, saver)
             return self._graph
 

@@ -75,9 +75,9 @@ def finished_ids(out: Path) -> set[str]:
 
 
 async def run_batch(options: RunOptions, service: Service) -> RunSummary:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     from tools.documents import discover
+
+    from ._checkpoints import open_checkpoints
 
     if options.workflow == "extract" and options.schema is None:
         raise ConfigError("the extract workflow needs --schema module:Model")
@@ -86,10 +86,7 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     done = finished_ids(options.out)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
-    async with AsyncSqliteSaver.from_conn_string(str(checkpoints)) as saver:
-        # WAL without an fsync per commit: a checkpoint survives a killed process (what resume is
-        # for), not a power cut; the fsynced results file stays the record of what is done.
-        await saver.conn.execute("PRAGMA synchronous=NORMAL")
+    with open_checkpoints(checkpoints) as saver:
         graph, context = _workflow(options, service, summary.run_id, saver)
         with _progress(options.progress) as progress, options.out.open("a", encoding="utf-8") as sink:
             bar = progress.add_task("documents", total=None)

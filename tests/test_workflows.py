@@ -217,6 +217,38 @@ def test_kill_9_midway_then_rerun_completes_each_document_once_without_repaying(
         slow.server.stop()
 
 
+async def test_checkpoints_written_inline_resume_langgraphs_own_files_and_are_read_back(tmp_path: Path) -> None:
+    from typing import TypedDict
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    from polycascade._checkpoints import open_checkpoints
+
+    class Count(TypedDict):
+        n: int
+
+    def build(saver: object) -> object:
+        graph = StateGraph(Count)
+        graph.add_node("step", lambda state: {"n": state["n"] + 1})
+        graph.add_edge(START, "step")
+        graph.add_edge("step", END)
+        return graph.compile(checkpointer=saver)
+
+    db, config = tmp_path / "c.db", {"configurable": {"thread_id": "doc-1"}}
+    async with AsyncSqliteSaver.from_conn_string(str(db)) as langgraphs:  # a file from an earlier version
+        await build(langgraphs).ainvoke({"n": 1}, config)  # type: ignore[attr-defined]
+    with open_checkpoints(db) as inline:
+        graph = build(inline)
+        assert (await graph.aget_state(config)).values == {"n": 2}  # type: ignore[attr-defined]
+        assert (await graph.ainvoke({"n": 10}, config))["n"] == 11  # type: ignore[attr-defined]
+        history = [s.values async for s in graph.aget_state_history(config)]  # type: ignore[attr-defined]
+        assert history[0] == {"n": 11} and {"n": 2} in history
+        assert await inline.aget_tuple({"configurable": {"thread_id": "never"}}) is None
+    async with AsyncSqliteSaver.from_conn_string(str(db)) as langgraphs:  # and LangGraph's saver reads ours
+        assert (await build(langgraphs).aget_state(config)).values == {"n": 11}  # type: ignore[attr-defined]
+
+
 def test_the_samples_include_japanese_documents() -> None:
     docs = [d for p in discover(SAMPLES) for d in load(p, SAMPLES) if isinstance(d, Document)]
     japanese = [d for d in docs if any("\u3040" <= ch <= "\u30ff" for ch in d.text)]
