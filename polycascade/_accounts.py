@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from ._records import record
-from .ledger import Ledger, from_pico, to_pico
+from .ledger import Ledger, MemoryLedger, from_pico, to_pico
 
 __all__ = ["Accounts", "LocalAccounts", "PostgresAccounts", "Reserved"]
 
@@ -49,6 +49,10 @@ class LocalAccounts:
 
     def __init__(self, ledger: Ledger, clock: Callable[[], float], refresh_s: float) -> None:
         self.ledger, self.clock, self.refresh_s = ledger, clock, refresh_s
+        # a budget's baseline is reloaded to see what other processes spent; nobody else writes a ledger
+        # in memory, so there the first load plus what this process settled stays exact (and a long replay
+        # does not rescan every call every `refresh_s`)
+        self._reload_budgets = not isinstance(ledger, MemoryLedger)
         self.reservations: dict[str, Reserved] = {}
         self._baselines: dict[str, tuple[float, Decimal]] = {}
         self._settled: dict[str, Decimal] = defaultdict(Decimal)
@@ -65,7 +69,7 @@ class LocalAccounts:
 
     async def committed(self, scope: str, settled: Load) -> Decimal:
         base = self._baselines.get(scope)
-        if base is None or self.clock() - base[0] > self.refresh_s:
+        if base is None or (self._reload_budgets and self.clock() - base[0] > self.refresh_s):
             base = self._baselines[scope] = (self.clock(), await settled())
             self._settled[scope] = Decimal(0)  # the ledger now includes what we had settled
         reserved = sum((r.amount for r in self.reservations.values() if scope in r.scopes), Decimal(0))

@@ -133,9 +133,13 @@ class MemoryLedger:
     def __init__(self) -> None:
         self._rows: dict[str, CallRecord] = {}
         self._tallies: dict[tuple[str, str], Tally] = {}  # kept up to date: routing reads it per decision
+        self._by_task: dict[str, list[str]] = defaultdict(list)  # a task budget loads its task's spend per task
 
     async def record(self, rec: CallRecord) -> None:
-        self._untally(self._rows.get(rec.call_id))
+        earlier = self._rows.get(rec.call_id)
+        self._untally(earlier)
+        if earlier is None:
+            self._by_task[rec.task_id].append(rec.call_id)
         self._rows[rec.call_id] = rec
         self._tally(rec, +1)
 
@@ -169,9 +173,11 @@ class MemoryLedger:
     async def spend_by(self, key: str, *, since: float | None = None, **where: Any) -> dict[str, SpendRow]:
         check_group_key(key, where)
         api_only = where.pop("api_only", False)
+        task = where.get("task_id")
+        candidates = self._rows.values() if task is None else [self._rows[c] for c in self._by_task.get(task, ())]
         rows = (
             r
-            for r in self._rows.values()
+            for r in candidates
             if (since is None or r.ts >= since)
             and not (api_only and r.host_jurisdiction == SELF_HOSTED)
             and all(getattr(r, column) == value for column, value in where.items() if value is not None)

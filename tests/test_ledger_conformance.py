@@ -101,6 +101,14 @@ async def test_spend_filters_by_task_and_tenant_and_leaves_out_self_hosted(ledge
     assert (await ledger.spend_by("tenant", tenant="beta"))["beta"].cost == Decimal("2")
 
 
+async def test_a_call_recorded_again_replaces_itself_in_every_filter(ledger: Ledger) -> None:
+    await ledger.record(call(call_id="same", task_id="t1", cost=Decimal("1")))
+    await ledger.record(call(call_id="same", task_id="t1", cost=Decimal("3")))
+    by_task = await ledger.spend_by("task_id", task_id="t1")
+    assert (by_task["t1"].calls, by_task["t1"].cost) == (1, Decimal("3"))
+    assert (await ledger.spend_by("vendor"))["DeepSeek"].calls == 1
+
+
 async def test_calls_by_run_and_task(ledger: Ledger) -> None:
     await ledger.record(call(run_id="r", task_id="a"))
     await ledger.record(call(run_id="r", task_id="b"))
