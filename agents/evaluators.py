@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from polycascade._records import record
+from polycascade._records import record, replace
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import EvaluatorConfigError, NoEligibleModel, ProviderError

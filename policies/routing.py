@@ -28,12 +28,12 @@ import bisect
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
-from polycascade._records import record
+from polycascade._records import record, replace
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 

@@ -24,9 +24,8 @@ class DocWorker:
     def __init__(self, service_kwargs: dict[str, Any], options: RunOptions, run_id: str, checkpoints: str) -> None:
         from .service import open_service
 
-        self._stack = (
-            contextlib.ExitStack()
-        )  # the service (a local model, if any) and checkpoints live as long as the actor
+        # the service (a local model, if any) and the checkpoints live as long as the actor
+        self._stack = contextlib.ExitStack()
         self.service = self._stack.enter_context(open_service(**service_kwargs, quiet=True))
         self.options, self.run_id, self.checkpoints = options, run_id, checkpoints
         self._graph: tuple[Any, Any] | None = None

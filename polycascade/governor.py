@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import field, replace
+from dataclasses import field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ from policies.rules import (
 )
 
 from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
-from ._records import record
+from ._records import record, replace
 from .catalog import ModelSpec
 from .completer import Completer
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError

@@ -166,18 +166,22 @@ class MemoryLedger:
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
         return [
             r
-            for r in self._rows.values()
+            for r in self._candidates(task_id)
             if (run_id is None or r.run_id == run_id) and (task_id is None or r.task_id == task_id)
         ]
+
+    def _candidates(self, task_id: str | None) -> Iterable[CallRecord]:
+        """Every call, or only the task's (from the index) when a filter names one."""
+        if task_id is None:
+            return self._rows.values()
+        return [self._rows[c] for c in self._by_task.get(task_id, ())]
 
     async def spend_by(self, key: str, *, since: float | None = None, **where: Any) -> dict[str, SpendRow]:
         check_group_key(key, where)
         api_only = where.pop("api_only", False)
-        task = where.get("task_id")
-        candidates = self._rows.values() if task is None else [self._rows[c] for c in self._by_task.get(task, ())]
         rows = (
             r
-            for r in candidates
+            for r in self._candidates(where.get("task_id"))
             if (since is None or r.ts >= since)
             and not (api_only and r.host_jurisdiction == SELF_HOSTED)
             and all(getattr(r, column) == value for column, value in where.items() if value is not None)
