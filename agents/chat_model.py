@@ -19,17 +19,18 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
-from polycascade._sync import run_sync
+from polycascade.agents.schemas import as_checked_model, json_schema_of
 from polycascade.errors import PolycascadeError
 from polycascade.service import Service, open_service
+from polycascade.sync import run_sync
 from polycascade.tasks import Task, TaskResult
 from polycascade.types import Message, ToolCall
 
@@ -47,8 +48,8 @@ class PolycascadeChat(BaseChatModel):
     models: list[str] = Field(default_factory=list)
     models_file: Path | None = None
     catalog: Any = None
-    task_kind: str = "general"
-    data_class: str | None = None
+    task_kind: str | None = None  # None: the policy's default
+    data_class: str | None = None  # None: the policy's default
     tenant: str = "default"
     max_tokens: int = 1024
     evaluator: Any = None  # attach one to escalate on failed checks
@@ -62,6 +63,20 @@ class PolycascadeChat(BaseChatModel):
     def _llm_type(self) -> str:
         return "polycascade"
 
+    @property
+    def model_name(self) -> str:
+        """What answers: the policy (its name, file or preset), else the pool."""
+        if self.policy is not None:
+            return f"polycascade:{getattr(self.policy, 'name', self.policy)}"
+        return "polycascade:" + ",".join(self.models) if self.models else "polycascade"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "polycascade"
+        params["ls_model_name"] = kwargs.get("model") or self.model_name
+        params["ls_max_tokens"] = kwargs.get("max_tokens", self.max_tokens)
+        return params
+
     def service(self) -> Service:
         """The assembled runtime, started on first use (the local model, if any, with it)."""
         if self._service is None:
@@ -74,7 +89,6 @@ class PolycascadeChat(BaseChatModel):
                     local=self.local,
                     ledger=self.ledger,
                     catalog=self.catalog,
-                    quiet=True,
                 )
             )
             self._close = weakref.finalize(self, stack.close)
@@ -102,11 +116,12 @@ class PolycascadeChat(BaseChatModel):
             tools=tuple(kwargs.get("tools") or ()),
             schema=kwargs.get("response_schema"),
             kind=self.task_kind,
-            data_class=self.data_class or service.policy.default_data_class,
+            data_class=self.data_class,
             tenant=self.tenant,
             max_tokens=self.max_tokens,
         )
-        result = await service.cascade(evaluator=self.evaluator).run(task)
+        pool = service.resolve([kwargs["model"]]) if kwargs.get("model") else None  # a per-call pin
+        result = await service.cascade(pool, evaluator=self.evaluator).run(task)
         if result.status == "failed":
             raise PolycascadeError(f"no answer: {result.stop_reason}")
         return ChatResult(generations=[ChatGeneration(message=_to_ai_message(result))])
@@ -147,21 +162,24 @@ class PolycascadeChat(BaseChatModel):
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     def with_structured_output(  # type: ignore[override]
-        self, schema: type[BaseModel], *, include_raw: bool = False, **kwargs: Any
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
-        """Answers validated as `schema` by the cascade (a failed check escalates), parsed."""
-        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-            raise TypeError("PolycascadeChat.with_structured_output takes a pydantic model class")
+        """Answers validated against `schema` by the cascade (a failed check escalates), parsed: a
+        pydantic model (v2 or v1) comes back as that model, a TypedDict or JSON schema as a dict."""
+        model, to_result = as_checked_model(schema)
+        kwargs.pop("method", None)  # one method: the cascade asks for JSON and checks it
+        kwargs.pop("strict", None)
+        traced = {"kwargs": {"method": "json_schema"}, "schema": json_schema_of(schema)}
 
         def parse(message: AIMessage) -> Any:
             parsed = message.additional_kwargs.get("parsed")
             if parsed is None:
-                raise OutputParserException(
-                    f"no answer validated as {schema.__name__}", llm_output=str(message.content)
-                )
-            return {"raw": message, "parsed": parsed} if include_raw else parsed
+                raise OutputParserException(f"no answer validated as {model.__name__}", llm_output=str(message.content))
+            result = to_result(parsed)
+            return {"raw": message, "parsed": result, "parsing_error": None} if include_raw else result
 
-        return self.bind(response_schema=schema, **kwargs) | RunnableLambda(parse)
+        bound = self.bind(response_schema=model, ls_structured_output_format=traced, **kwargs)
+        return bound | RunnableLambda(parse)
 
 
 def _to_message(m: BaseMessage) -> Message:

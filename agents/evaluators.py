@@ -18,10 +18,10 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from polycascade._records import record, replace
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import EvaluatorConfigError, NoEligibleModel, ProviderError
+from polycascade.records import frozen, replace
 from polycascade.tasks import Task, Verdict
 from polycascade.types import CallContext, CompletionRequest, Message
 
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-@record
+@frozen
 class Judged:
     """The answer under evaluation and where it came from."""
 
@@ -57,7 +57,7 @@ class Judged:
     tool_calls: tuple[object, ...] = ()
 
 
-@record
+@frozen
 class EvalServices:
     """What evaluators that call models may use. `allow` is the policy layer's verdict on a model."""
 
@@ -108,14 +108,14 @@ class SchemaCheck:
         return Verdict(True, 1.0, f"valid {self.schema.__name__}", self.name)
 
 
-Rule = Callable[[str], bool | str | None]
+AnswerRule = Callable[[str], bool | str | None]  # True/None passes; False or a reason fails
 
 
 @dataclass(frozen=True)
 class RuleCheck:
     """User rules on the answer text. A rule returns True/None to pass, False or a reason to fail."""
 
-    rules: Sequence[Rule]
+    rules: Sequence[AnswerRule]
     name: str = "rules"
 
     async def __call__(self, judged: Judged, services: EvalServices) -> Verdict:

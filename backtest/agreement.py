@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents.evaluators import normalise
-from policies.agreement import KindRecord, PairRecord
+from polycascade.agents.evaluators import normalise
+from polycascade.policies.agreement import KindRecord, PairRecord
 
 from .traces import Trace, TraceSet
 

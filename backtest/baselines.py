@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from agents.evaluators import normalise
+from polycascade.agents.evaluators import normalise
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
 

@@ -12,17 +12,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
-from agents.evaluators import Consensus, EvalServices, Evaluator, Judged
-from graphs.cascade import Cascade, CascadeSettings
-from policies.agreement import KindRecord
-from policies.config import Policy
-from polycascade._records import record
+from polycascade.agents.evaluators import Consensus, EvalServices, Evaluator, Judged
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.completer import call_record
 from polycascade.errors import ConfigError, ProviderUnavailable
 from polycascade.governor import Governor
+from polycascade.graphs.cascade import Cascade, CascadeSettings
 from polycascade.ledger import Ledger, MemoryLedger, Tally, new_call_id
+from polycascade.policies.agreement import KindRecord
+from polycascade.policies.config import Policy
+from polycascade.records import frozen
+from polycascade.service import assemble
 from polycascade.tasks import Task, TaskResult, Verdict
 from polycascade.types import Completion, CompletionRequest, Usage
 
@@ -39,19 +41,22 @@ class ReplayGateway:
         trace = self.traces.tasks.get(task_id)
         return trace.outcomes.get(model) if trace else None
 
+    def missing_credentials(self, spec: ModelSpec) -> list[str]:
+        return []  # recorded answers need no keys
+
     async def complete(self, request: CompletionRequest) -> Completion:
         spec = self.catalog[request.model]
         outcome = self.outcome(request.context.task_id, request.model)
         call_id = new_call_id()
         if outcome is None:
-            await self.ledger.record(call_record(spec, request, call_id, 0.0, 1, "ProviderUnavailable"))
+            await self.ledger.write(call_record(spec, request, call_id, 0.0, 1, "ProviderUnavailable"))
             raise ProviderUnavailable(f"no recorded outcome for task {request.context.task_id}", model=spec.id)
         completion = Completion(
             call_id=call_id, model=spec.id, vendor=spec.vendor, text=outcome.answer or "", tool_calls=(),
             usage=Usage(outcome.input_tokens or 0, outcome.output_tokens or 0), cost=outcome.cost,
             latency_s=outcome.latency_s or 0.0, attempts=1, finish_reason="stop",
         )  # fmt: skip
-        await self.ledger.record(call_record(spec, request, call_id, completion.latency_s, 1, "ok", completion))
+        await self.ledger.write(call_record(spec, request, call_id, completion.latency_s, 1, "ok", completion))
         return completion
 
 
@@ -69,7 +74,7 @@ class RecordedVerdict:
         return Verdict(outcome.verdict, 1.0 if outcome.verdict else 0.0, "recorded verdict", self.name)
 
 
-@record
+@frozen
 class TaskScore:
     task_id: str
     category: str
@@ -104,27 +109,26 @@ async def replay(
     agreement: Mapping[str, KindRecord] | None = None,
 ) -> tuple[list[TaskScore], Ledger, Governor, Cascade]:
     """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time."""
-    ledger = MemoryLedger()
-    catalog = Catalog(traces.models.values())
-    gateway = ReplayGateway(traces, catalog, ledger)
     clock = _Clock()
-    governor = Governor(policy, ledger, clock=clock)
     pool = sorted(traces.models.values(), key=lambda m: (m.input_price + m.output_price, m.id))
-    cascade = Cascade(
-        gateway, pool, evaluator=evaluator_for(traces, gateway, pool), governor=governor, settings=settings,
-        history=history, agreement=agreement,
+    service = assemble(
+        pool, policy=policy, catalog=Catalog(pool), ledger=MemoryLedger(), clock=clock,
+        completer=lambda catalog, ledger: ReplayGateway(traces, catalog, ledger),
     )  # fmt: skip
+    gateway = cast(ReplayGateway, service.gateway)
+    evaluator = evaluator_for(traces, gateway, service.pool)
+    cascade = service.cascade(evaluator=evaluator, settings=settings, history=history, agreement=agreement)
     max_tokens = max_tokens or output_profile(traces)[0]
     scores = []
     for task_id, position in zip(test_ids, positions or range(len(test_ids)), strict=True):
         trace = traces.tasks[task_id]
         clock.now = _Clock.START + position + 1.0
         task = Task(
-            "", kind=trace.category, data_class=policy.default_data_class, max_tokens=max_tokens, id=task_id,
+            "", kind=trace.category, max_tokens=max_tokens, id=task_id,
             run_id="backtest", input_tokens=_input_tokens(trace),
         )  # fmt: skip
         scores.append(_score(trace.category, task_id, await cascade.run_direct(task), gateway))
-    return scores, ledger, governor, cascade
+    return scores, service.ledger, service.governor, cascade
 
 
 def _score(category: str, task_id: str, result: TaskResult, gateway: ReplayGateway) -> TaskScore:

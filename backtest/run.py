@@ -7,9 +7,9 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from graphs.cascade import CascadeSettings
-from policies.config import Policy
+from polycascade.graphs.cascade import CascadeSettings
 from polycascade.ledger import SpendRow
+from polycascade.policies.config import Policy
 
 from ._heap import frozen_heap
 from .agreement import agreement_from

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from graphs.cascade import CascadeSettings
-from policies.agreement import KindRecord
-from policies.config import Policy
-from polycascade._sync import run_sync
 from polycascade.catalog import ModelSpec
 from polycascade.governor import Governor
+from polycascade.graphs.cascade import CascadeSettings
 from polycascade.ledger import Ledger, SpendRow, Tally
+from polycascade.policies.agreement import KindRecord
+from polycascade.policies.config import Policy
+from polycascade.sync import run_sync
 
 from ._heap import collector_paused
 from .replay import TaskScore, replay

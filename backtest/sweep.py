@@ -8,9 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from graphs.cascade import CascadeSettings
-from policies.config import Policy
 from polycascade.errors import ConfigError
+from polycascade.graphs.cascade import CascadeSettings
+from polycascade.policies.config import Policy
 
 from .run import run_backtest
 from .traces import TraceSet

@@ -18,7 +18,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from policies.config import Policy
+from polycascade.policies.config import Policy
 
 from .baselines import Stats, best_single
 from .run import run_backtest, split

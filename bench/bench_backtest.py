@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import publish
 
-from backtest import TraceSet, backtest_at_cost, load_traces, run_backtest
-from backtest.target import with_routing
-from policies.config import Policy
+from polycascade.backtest import TraceSet, backtest_at_cost, load_traces, run_backtest
+from polycascade.backtest.target import with_routing
 from polycascade.governor import DEFAULT_POLICY
+from polycascade.policies.config import Policy
 
 SHIPPED = Path(__file__).parents[1] / "examples" / "traces" / "mmlu_pro.csv.gz"
 THRESHOLDS = [(0.65, 3), (0.7, 3), (0.75, 3), (0.7, 4)]

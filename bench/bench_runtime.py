@@ -37,12 +37,13 @@ logging.getLogger("LiteLLM").setLevel(logging.ERROR)  # it warns once per synthe
 
 from _results import publish  # noqa: E402
 
-from policies.config import Budgets, DataClassRule, Policy, ShareCap  # noqa: E402
-from policies.routing import Need, RoutingSettings  # noqa: E402
 from polycascade.catalog import Catalog, ModelSpec  # noqa: E402
 from polycascade.gateway import Gateway, RetryPolicy  # noqa: E402
 from polycascade.governor import GovernedGateway, Governor  # noqa: E402
-from polycascade.ledger import CallRecord, MemoryLedger, open_ledger  # noqa: E402
+from polycascade.ledger import CallRecord, MemoryLedger  # noqa: E402
+from polycascade.ledgers import open_ledger  # noqa: E402
+from polycascade.policies.config import Budgets, DataClassRule, Policy, ShareCap  # noqa: E402
+from polycascade.policies.routing import Need, RoutingSettings  # noqa: E402
 from polycascade.testing import ScriptedServer  # noqa: E402
 from polycascade.types import CallContext, CompletionRequest  # noqa: E402
 
@@ -111,7 +112,7 @@ async def decision_time(n_models: int = 2000, ledger_rows: int = 100_000, rounds
             cost=Decimal("0.0001"),
             ts=now - rng.uniform(0, 20 * 3600),
         )
-        await ledger.record(rec)
+        await ledger.write(rec)
         await ledger.set_verdict(rec.call_id, rng.random() < 0.7, None, "bench")
     policy = Policy(
         name="bench",
@@ -120,7 +121,7 @@ async def decision_time(n_models: int = 2000, ledger_rows: int = 100_000, rounds
         budgets=Budgets(per_run_usd=Decimal(10**6)),
     )
     governor = Governor(policy, ledger)
-    need = Need(task_kind="qa", data_class="internal", input_tokens=800, max_tokens=400)
+    need = Need(input_tokens=800, max_tokens=400)
     context = CallContext(run_id="bench", data_class="internal")
     ours = []
     for _ in range(rounds):

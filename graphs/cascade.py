@@ -27,20 +27,21 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 from pydantic import ValidationError
 
-from agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
-from agents.workers import build_request, extract_json
-from policies.adequacy import Adequacy
-from policies.agreement import KindRecord
-from policies.config import Policy
-from policies.pacing import Pacer
-from policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
-from polycascade._records import record, replace
-from polycascade._sync import run_sync
+from polycascade.agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
+from polycascade.agents.workers import build_request, extract_json
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
 from polycascade.governor import GovernedGateway, Governor, Reservation, Why
+from polycascade.graphs.state import apply_update, reducers
 from polycascade.ledger import MemoryLedger, Tally
+from polycascade.policies.adequacy import Adequacy
+from polycascade.policies.agreement import KindRecord
+from polycascade.policies.config import Policy
+from polycascade.policies.pacing import Pacer
+from polycascade.policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
+from polycascade.records import frozen, replace
+from polycascade.sync import run_sync
 from polycascade.tasks import Attempt, Task, TaskResult, Verdict
 from polycascade.tokens import estimate_tokens
 from polycascade.types import CallContext
@@ -87,13 +88,14 @@ class CascadeContext:
     evaluator: Evaluator
     settings: CascadeSettings
     eval_services: EvalServices  # for evaluators that call models: governed, on this task's behalf
+    call: CallContext  # the task's calls: run, task, kind, data class and tenant, resolved by the policy
     rng: random.Random = field(default_factory=random.Random)
     history: Mapping[str, Mapping[str, Tally]] = field(default_factory=dict)  # kind → model → prior verdicts
     agreement: Mapping[str, KindRecord] = field(default_factory=dict)  # kind → how pairs agreed, when recorded
     pacer: Pacer | None = None  # the answer value, paced to spend routing.target_cost per task
 
 
-@record
+@frozen
 class _Pending:
     attempt: Attempt
     finish_reason: str | None
@@ -105,7 +107,7 @@ class CascadeState(TypedDict, total=False):
     decision: Decision
     reservation: Reservation
     pending: _Pending
-    floor: float  # P(pass) of the last rung that failed evaluation: the next must be stronger
+    stronger_than: float  # P(pass) of the best answer that failed evaluation: the next must be stronger
     avoid_vendors: frozenset[str]  # vendors that failed this task: fail over elsewhere
     independent_of: frozenset[str]  # after an inconclusive verdict: vendors already asked
     confirming: float | None  # after an inconclusive verdict: P(pass) of the answer awaiting a second opinion
@@ -115,15 +117,12 @@ class CascadeState(TypedDict, total=False):
     result: TaskResult
 
 
-def _context(task: Task, node: str, why: Mapping[str, Any] | None = None) -> CallContext:
+def _call_context(task: Task) -> CallContext:
+    """A resolved task's context (`Policy.resolve` has set its kind and data class)."""
+    if task.kind is None or task.data_class is None:
+        raise TypeError(f"task {task.id} was not resolved against a policy (Policy.resolve)")
     return CallContext(
-        run_id=task.run_id,
-        task_id=task.id,
-        node=node,
-        task_kind=task.kind,
-        data_class=task.data_class,
-        tenant=task.tenant,
-        decision=why,
+        run_id=task.run_id, task_id=task.id, task_kind=task.kind, data_class=task.data_class, tenant=task.tenant
     )
 
 
@@ -131,15 +130,13 @@ def _need(task: Task, state: CascadeState, ctx: CascadeContext, answers: tuple[s
     confirming = state.get("confirming")
     schema = str(task.schema.model_json_schema()) if task.schema else ""
     return Need(
-        task_kind=task.kind,
-        data_class=task.data_class,
         input_tokens=task.input_tokens
         if task.input_tokens is not None
         else estimate_tokens(task.prompt + (task.system or "") + schema),
         max_tokens=task.max_tokens,
         capabilities=task.capabilities | ({"tools"} if task.tools else set()),
         tried=frozenset(a.model for a in state.get("attempts", [])),
-        stronger_than=state.get("floor") if confirming is None else None,  # a second opinion need not be stronger
+        stronger_than=None if confirming is not None else state.get("stronger_than"),  # a 2nd opinion: any
         avoid_vendors=state.get("avoid_vendors", frozenset()),
         independent_of=state.get("independent_of", frozenset()),
         min_context=state.get("min_context", 0),
@@ -161,13 +158,14 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
         return _stop(f"reached max_rungs={ctx.settings.max_rungs}")
     if len(attempts) - len(answers) > ctx.settings.max_failovers:
         return _stop(f"more than max_failovers={ctx.settings.max_failovers} provider failures")
-    tallies = _tallies(ctx, task.kind, await ctx.governor.ledger.tallies(task.kind))
+    kind = ctx.call.task_kind
+    tallies = _tallies(ctx, kind, await ctx.governor.ledger.tallies(kind))
     need = _need(task, state, ctx, answers)
     pool = _within_ceiling(ctx, task, need, attempts)
     routing = _routing(ctx)
     try:
         decision, reservation = await ctx.governor.route(
-            pool, need, _context(task, "attempt"), tallies, routing, ctx.rng, ctx.agreement.get(task.kind)
+            pool, need, replace(ctx.call, node="attempt"), tallies, routing, ctx.rng, ctx.agreement.get(kind)
         )
     except BudgetExceeded as exc:
         if answers:  # keep the answer already paid for; report why the climb stopped
@@ -214,7 +212,7 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     spec = reservation.spec
     rung = len(state.get("attempts", [])) + 1
     why = Why(decision, ctx.governor.policy.name, reservation)
-    context = _context(task, "attempt", why)
+    context = replace(ctx.call, node="attempt", decision=why)
     try:
         request = ctx.governor.prepare(build_request(task, spec, context), spec)
         completion = await ctx.governor.run(reservation, lambda: ctx.gateway.complete(request))
@@ -253,13 +251,13 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     if verdict.passed:
         return Command(update={"attempts": [done]}, goto="finish")
     p_pass = pending.attempt.p_pass or 0.0
-    floor = max(state.get("floor") or 0.0, p_pass)  # what comes next must beat every answer so far
+    stronger_than = max(state.get("stronger_than") or 0.0, p_pass)  # what comes next must beat every answer so far
     if not verdict.verifies:  # inconclusive (e.g. no second opinion yet): ask another vendor, not a stronger one
         asked = frozenset(a.vendor for a in (*state.get("attempts", []), done) if a.answer is not None)
-        update = {"attempts": [done], "independent_of": asked, "confirming": p_pass, "floor": floor}
+        update = {"attempts": [done], "independent_of": asked, "confirming": p_pass, "stronger_than": stronger_than}
         return Command(update=update, goto="route")
     # a failed check: escalate to a stronger model, of any vendor (the evaluator decides what its agreement proves)
-    update = {"attempts": [done], "floor": floor, "confirming": None, "independent_of": frozenset()}
+    update = {"attempts": [done], "stronger_than": stronger_than, "confirming": None, "independent_of": frozenset()}
     return Command(update=update, goto="route")
 
 
@@ -333,6 +331,7 @@ def _build() -> Any:
 
 
 GRAPH = _build()
+REDUCERS = reducers(CascadeState)
 
 
 class Cascade:
@@ -376,42 +375,47 @@ class Cascade:
 
     def _context(self, task: Task) -> CascadeContext:
         evaluator = self.evaluator_for(task)
-        allow = partial(self.governor.residency_allows, data_class=task.data_class)
-        services = EvalServices(self._governed, _context(task, "evaluate"), allow=allow)
+        call = _call_context(task)
+        allow = partial(self.governor.residency_allows, data_class=call.data_class)
+        services = EvalServices(self._governed, replace(call, node="evaluate"), allow=allow)
         return CascadeContext(
-            self.gateway, self.governor, self.pool, evaluator, self.settings, services, self._rng, self.history,
-            self.agreement, self.pacer,
+            self.gateway, self.governor, self.pool, evaluator, self.settings, services, call, self._rng,
+            self.history, self.agreement, self.pacer,
         )  # fmt: skip
 
+    def resolve(self, task: Task | str) -> Task:
+        """The task with the policy's defaults for what it leaves unset (data class, kind); a data
+        class the policy does not define is refused (`PolicyError`), never sent anywhere."""
+        return self.governor.policy.resolve(Task(task) if isinstance(task, str) else task)
+
     async def run(self, task: Task | str) -> TaskResult:
-        task = Task(task) if isinstance(task, str) else task
+        task = self.resolve(task)
         limit = 4 * (self.settings.max_rungs + self.settings.max_failovers) + 8
         state = await GRAPH.ainvoke({"task": task}, context=self._context(task), config={"recursion_limit": limit})
         return self._finished(state["result"])
 
-    async def run_direct(self, task: Task) -> TaskResult:
-        """The same nodes, stepped by a plain loop instead of LangGraph's scheduler.
-
-        For replays of recorded outcomes, where LangGraph's per-step bookkeeping would dominate.
-        """
+    async def run_direct(self, task: Task | str) -> TaskResult:
+        """The same nodes, stepped by a plain loop instead of LangGraph's scheduler, with the same
+        reducers (read from `CascadeState`'s annotations). For replays of recorded outcomes, where
+        LangGraph's per-step bookkeeping would dominate, and for nesting in another graph."""
+        task = self.resolve(task)
         runtime: Runtime[CascadeContext] = Runtime(context=self._context(task))
-        state: CascadeState = {"task": task, "attempts": []}
+        state: dict[str, Any] = {"task": task}
         node: str = "route"
         while node != END:
-            out: Any = NODES[node](state, runtime)  # type: ignore[operator]
+            out: Any = NODES[node](state, runtime)  # type: ignore[operator, arg-type]
             out = await out if inspect.isawaitable(out) else out
             if isinstance(out, Command):
                 update: dict[str, Any] = out.update or {}
                 node = str(out.goto)
             else:
                 update, node = out, END
-            for key, value in update.items():
-                state[key] = state[key] + value if key == "attempts" else value  # type: ignore[literal-required]
+            apply_update(state, update, REDUCERS)
         return self._finished(state["result"])
 
     def _finished(self, result: TaskResult) -> TaskResult:
         if self.pacer is not None:
-            self.pacer.record(float(result.total_cost))
+            self.pacer.observe(float(result.total_cost))
         return result
 
     def run_sync(self, task: Task | str) -> TaskResult:

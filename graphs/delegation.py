@@ -19,8 +19,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from pydantic import BaseModel, Field
 
-from graphs.cascade import Cascade
-from polycascade._sync import run_sync
+from polycascade.graphs.cascade import Cascade
+from polycascade.sync import run_sync
 from polycascade.tasks import Task
 
 __all__ = ["DelegationContext", "Plan", "Subtask", "build_delegation_graph", "delegate"]
@@ -45,7 +45,7 @@ class Plan(BaseModel):
 @dataclass
 class DelegationContext:
     cascade: Cascade
-    data_class: str
+    data_class: str | None  # None: the policy's default; subtasks inherit it (a plan may not lower it)
     run_id: str = "adhoc"
     max_subtasks: int = 6
 
@@ -143,8 +143,9 @@ def build_delegation_graph(checkpointer: Any = None) -> Any:
     return graph.compile(checkpointer=checkpointer)
 
 
-def delegate(task: str, cascade: Cascade, *, data_class: str = "internal", run_id: str = "adhoc") -> dict[str, Any]:
-    """Plan, fan out, solve and synthesise one task; returns the answer with every subtask."""
+def delegate(task: str, cascade: Cascade, *, data_class: str | None = None, run_id: str = "adhoc") -> dict[str, Any]:
+    """Plan, fan out, solve and synthesise one task; returns the answer with every subtask.
+    `data_class`: the policy's default when unset."""
 
     async def go() -> dict[str, Any]:
         context = DelegationContext(cascade, data_class, run_id)

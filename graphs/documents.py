@@ -18,9 +18,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 from pydantic import BaseModel
 
-from graphs.cascade import Cascade
+from polycascade.graphs.cascade import Cascade
 from polycascade.tasks import Task, TaskResult
-from tools.chunking import chunk_text
+from polycascade.tools.chunking import chunk_text
 
 __all__ = ["DocContext", "DocState", "build_document_graph", "chunk_result"]
 
@@ -36,7 +36,7 @@ class DocContext:
     cascade: Cascade
     workflow: Workflow
     schema: type[BaseModel] | None
-    data_class: str
+    data_class: str | None  # None: the policy's default
     run_id: str
     chunk_tokens: int = 800
 

@@ -23,7 +23,7 @@ class CircuitBreaker:
     opened_at: float = 0.0
     probe_in_flight: bool = False
     _events: deque[tuple[float, bool]] = field(default_factory=deque)
-    _failures: int = 0  # among _events, kept as they come and go: record() is on every call's path
+    _failures: int = 0  # among _events, kept as they come and go: observe() is on every call's path
 
     def allows(self, now: float) -> bool:
         if self.state == "open" and now - self.opened_at >= self.config.cooldown_s:
@@ -37,7 +37,7 @@ class CircuitBreaker:
         if self.allows(now) and self.state == "half_open":
             self.probe_in_flight = True
 
-    def record(self, now: float, ok: bool) -> None:
+    def observe(self, now: float, ok: bool) -> None:
         if self.state == "half_open":
             self.probe_in_flight = False
             if ok:

@@ -5,7 +5,7 @@ Errors name the file, the line and the field. Presets live in `policies/presets/
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from polycascade._yaml import Located, load_located
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.errors import CatalogError, PolicyError
+from polycascade.records import replace as replace_record
+from polycascade.tasks import Task
+from polycascade.yamlfile import Located, load_located
 
 __all__ = [
     "Budgets",
@@ -29,6 +31,7 @@ __all__ = [
     "ShareCap",
     "Spread",
     "load_policy",
+    "pool_of",
     "preset_path",
 ]
 
@@ -121,7 +124,7 @@ class RoutingConfig(_Strict):
 class Route(_Strict):
     """A named entry point (e.g. `cheap-adequate`): what callers ask for instead of a model id."""
 
-    task_kind: str = "general"
+    task_kind: str | None = None  # the policy's default when unset
     data_class: str | None = None  # the policy's default when unset
     models: list[str] = Field(default_factory=list, description="a subset of the pool; all of it when empty")
     max_tokens: int | None = Field(None, gt=0)
@@ -137,6 +140,7 @@ class Policy(_Strict):
     routing: RoutingConfig = RoutingConfig()
     data_classes: dict[str, DataClassRule] = Field(default_factory=lambda: {"internal": DataClassRule()})
     default_data_class: str = "internal"
+    default_task_kind: str = Field("general", min_length=1)
     vendor_share: ShareCap | None = None
     vendor_spread: Spread | None = None
     budgets: Budgets = Budgets()
@@ -158,6 +162,22 @@ class Policy(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Asia/Tokyo") from None
         return value
+
+    def resolve(self, task: Task) -> Task:
+        """`task` with this policy's defaults for what it leaves unset: the one place defaults are applied.
+
+        A data class this policy does not define is refused: no rule could say where it may go.
+        """
+        data_class = task.data_class or self.default_data_class
+        if data_class not in self.data_classes:
+            raise PolicyError(
+                f"`data_class` {data_class!r} is not defined by policy {self.name!r} "
+                f"(it defines {', '.join(sorted(self.data_classes))}): use one of those, or add it to the policy",
+                parameter="data_class",
+            )
+        if task.data_class == data_class and task.kind is not None:
+            return task
+        return replace_record(task, data_class=data_class, kind=task.kind or self.default_task_kind)
 
     @model_validator(mode="after")
     def _classes_exist(self) -> Policy:
@@ -186,6 +206,27 @@ class LoadedPolicy:
         return {tier: {by_id[m].vendor for m in models if m in by_id} for tier, models in tiers.items()}
 
 
+def pool_of(
+    policy: Policy, catalog: Catalog, where: Callable[[str, int], str] | None = None
+) -> tuple[tuple[ModelSpec, ...], tuple[ModelSpec, ...]]:
+    """The policy's models and judges as catalog entries, each with the policy's prior if it sets one.
+    `where(field, index)` places an unknown model in its file (default: names the policy)."""
+
+    def specs(field: Literal["models", "judges"]) -> tuple[ModelSpec, ...]:
+        out = []
+        for i, model_id in enumerate(getattr(policy, field)):
+            try:
+                spec = catalog[model_id]
+            except CatalogError as exc:
+                place = where(field, i) if where else f"policy {policy.name!r}"
+                raise PolicyError(f"{place}: field '{field}.{i}': {exc}") from None
+            prior = policy.priors.get(model_id)
+            out.append(spec if prior is None else replace(spec, quality=prior))
+        return tuple(out)
+
+    return specs("models"), specs("judges")
+
+
 def preset_path(name: str) -> Path:
     path = PRESETS / f"{name}.yaml"
     if not path.exists():
@@ -205,8 +246,7 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
     if not resolve_models:
         return LoadedPolicy(doc.value, str(doc.path), (), ())
     catalog = catalog or Catalog.load()
-    pool = _resolve(doc, catalog, "models")
-    judges = _resolve(doc, catalog, "judges")
+    pool, judges = pool_of(doc.value, catalog, where=doc.where)
     for model_id in doc.value.priors:
         if model_id not in {m.id for m in (*pool, *judges)}:
             raise PolicyError(f"{doc.where('priors', model_id)}: field 'priors.{model_id}': not in models or judges")
@@ -215,18 +255,6 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
     _check_spread(doc, loaded)
     _check_share_cap_is_satisfiable(doc, loaded)
     return replace(loaded, warnings=tuple(_class_warnings(loaded)))
-
-
-def _resolve(doc: Located[Policy], catalog: Catalog, field: Literal["models", "judges"]) -> tuple[ModelSpec, ...]:
-    specs = []
-    for i, model_id in enumerate(getattr(doc.value, field)):
-        try:
-            spec = catalog[model_id]
-        except CatalogError as exc:
-            raise PolicyError(f"{doc.where(field, i)}: field '{field}.{i}': {exc}") from None
-        prior = doc.value.priors.get(model_id)
-        specs.append(spec if prior is None else replace(spec, quality=prior))
-    return tuple(specs)
 
 
 def _class_warnings(loaded: LoadedPolicy) -> list[str]:

@@ -52,7 +52,7 @@ class Pacer:
         if not (self.target > 0 and self.value > 0 and self.gain > 0):
             raise ValueError(f"pacing needs a positive target, value and gain (got {self})")
 
-    def record(self, cost: float) -> None:
+    def observe(self, cost: float) -> None:
         """A task finished, costing `cost` USD in all."""
         self.tasks += 1
         self.spent += cost

@@ -33,22 +33,22 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
-from polycascade._records import record, replace
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
+from polycascade.records import frozen, replace
 
 from .adequacy import Adequacy
 from .agreement import Candidate, KindRecord, best_plan
 
 __all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose", "routes_by_plan"]
 
+PLAN_MAX_CALLS = 4  # a plan by worth asks at most a, b, an arbiter c and a fourth model d
 
-@record
+
+@frozen
 class Need:
     """What the next call needs."""
 
-    task_kind: str = "general"
-    data_class: str = "internal"
     input_tokens: int = 0
     max_tokens: int = 512
     capabilities: frozenset[str] = frozenset()
@@ -63,7 +63,7 @@ class Need:
     answers: tuple[str, ...] = ()  # models that answered this task, oldest first
 
 
-@record
+@frozen
 class Denial:
     rule: str
     reason: str
@@ -100,7 +100,7 @@ class Estimate(NamedTuple):  # a tuple: built for every candidate of every decis
         return rendered
 
 
-@record
+@frozen
 class Decision:
     chosen: str | None
     reason: str
@@ -179,9 +179,9 @@ def choose(
     rng: random.Random | None = None,
     agreement: KindRecord | None = None,
 ) -> Decision:
-    """Decide the next rung. `tallies` maps model id to its verdicts on `need.task_kind`;
+    """Decide the next rung. `tallies` maps model id to its verdicts on the task's kind;
     `agreement`, recorded agreement between models on that kind, if any."""
-    if routes_by_plan(settings, need) and len(need.answers) <= 3:
+    if routes_by_plan(settings, need) and len(need.answers) < PLAN_MAX_CALLS:
         return _choose_plan(pool, need, tallies, settings, rules, agreement)
     allowed, rejected = _screen(pool, need, tallies, settings, rules)
     if not allowed:
@@ -267,7 +267,7 @@ def _choose_plan(
         agreement,
         value=settings.answer_value,
         prompt_tokens=need.input_tokens,
-        rungs_left=int(min(_rungs_left(need), 4)),
+        rungs_left=int(min(_rungs_left(need), PLAN_MAX_CALLS)),
         prior_tasks=settings.pair_prior_tasks,
     )
     reason = (

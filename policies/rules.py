@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
 
-from polycascade._records import record
 from polycascade.catalog import ModelSpec
+from polycascade.records import frozen
 
 from .config import ANY, DataClassRule, ShareCap
 from .routing import Denial, Need, Rule, max_call_cost
@@ -61,7 +61,7 @@ EU = frozenset(
 UNKNOWN = "??"
 
 
-@record
+@frozen
 class BudgetState:
     name: str
     limit: Decimal
@@ -72,7 +72,7 @@ class BudgetState:
         return self.limit - self.committed
 
 
-@record
+@frozen
 class Snapshot:
     """Committed spend and calls per vendor over the share window (API-hosted calls only)."""
 

@@ -29,7 +29,8 @@ from .errors import (
     RequestRejected,
     RetryableProviderError,
 )
-from .ledger import CallRecord, Ledger, MemoryLedger, open_ledger
+from .ledger import CallRecord, Ledger, MemoryLedger
+from .ledgers import open_ledger
 from .tasks import Attempt, Task, TaskResult, Verdict
 from .types import CallContext, Completion, CompletionRequest, Message, ToolCall, Usage
 

@@ -1,4 +1,5 @@
-"""Where the governor keeps committed money: in this process, or shared in PostgreSQL.
+"""Where the governor keeps committed money: in this process (here), or shared in PostgreSQL
+(`_ledger_postgres.PostgresAccounts`). Each ledger says which (`Ledger.accounts`).
 
 Committed money = spend settled in the ledger + the maximum cost of every call in flight.
 `exclusive()` makes a decision and its reservation atomic: an asyncio lock in one process; a
@@ -9,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ._records import record
-from .ledger import Ledger, MemoryLedger, from_pico, to_pico
+from .records import frozen
 
-__all__ = ["Accounts", "LocalAccounts", "PostgresAccounts", "Reserved"]
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+__all__ = ["Accounts", "LocalAccounts", "Reserved"]
 
 Load = Callable[[], Awaitable[Decimal]]
 
 
-@record
+@frozen
 class Reserved:
     id: str
     vendor: str
@@ -47,12 +49,12 @@ class Accounts(Protocol):
 class LocalAccounts:
     """One process: settled spend from the ledger (reloaded every `refresh_s`) plus what we settled since."""
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], float], refresh_s: float) -> None:
+    def __init__(self, ledger: Ledger, clock: Callable[[], float], refresh_s: float, *, shared: bool) -> None:
         self.ledger, self.clock, self.refresh_s = ledger, clock, refresh_s
-        # a budget's baseline is reloaded to see what other processes spent; nobody else writes a ledger
-        # in memory, so there the first load plus what this process settled stays exact (and a long replay
-        # does not rescan every call every `refresh_s`)
-        self._reload_budgets = not isinstance(ledger, MemoryLedger)
+        # a budget's baseline is reloaded to see what other processes spent; when nobody else writes the
+        # ledger (`shared=False`, a ledger in memory), the first load plus what this process settled stays
+        # exact, and a long replay does not rescan every call every `refresh_s`
+        self._reload_budgets = shared
         self.reservations: dict[str, Reserved] = {}
         self._baselines: dict[str, tuple[float, Decimal]] = {}
         self._settled: dict[str, Decimal] = defaultdict(Decimal)
@@ -105,83 +107,3 @@ class LocalAccounts:
             spent, calls = self._vendor_settled[r.vendor]
             self._vendor_settled[r.vendor] = (spent + cost, calls + 1)
         return True
-
-
-class PostgresAccounts:
-    """Shared by every worker using the same PostgreSQL ledger: caps and budgets hold across all of them.
-
-    A reservation whose worker died is ignored after `stale_s` (its call, if it happened, is in the
-    ledger by then, or never will be).
-    """
-
-    def __init__(self, ledger: Any, *, stale_s: float = 900.0, table: str | None = None) -> None:
-        self.ledger, self.stale_s = ledger, stale_s
-        self.table = table or f"{ledger.table}_reservations"
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._conns: dict[int, Any] = {}
-
-    async def _conn(self) -> Any:
-        """Our own connection per loop: the ledger's writes must not ride inside our transactions."""
-        import psycopg
-
-        loop_id = id(asyncio.get_running_loop())
-        conn = self._conns.get(loop_id)
-        if conn is None or conn.closed:
-            from ._ledger_postgres import create_once
-
-            conn = await psycopg.AsyncConnection.connect(self.ledger.url, autocommit=True)
-            await create_once(
-                conn,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (id TEXT PRIMARY KEY, vendor TEXT NOT NULL, api BOOLEAN "
-                "NOT NULL, amount_pico BIGINT NOT NULL, scopes TEXT[] NOT NULL, created DOUBLE PRECISION NOT NULL)",
-            )
-            self._conns[loop_id] = conn
-        return conn
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        loop_id = id(asyncio.get_running_loop())
-        async with self._locks.setdefault(loop_id, asyncio.Lock()):
-            conn = await self._conn()
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
-                yield
-
-    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = await self._conn()
-        async with conn.cursor() as cur:
-            await cur.execute(query, args)
-            return list(await cur.fetchall())
-
-    async def committed(self, scope: str, settled: Load) -> Decimal:
-        [(pico,)] = await self._fetch(
-            f"SELECT COALESCE(SUM(amount_pico), 0) FROM {self.table} WHERE %s = ANY(scopes) AND created > %s",
-            (scope, time.time() - self.stale_s),
-        )
-        return await settled() + from_pico(int(pico))
-
-    async def vendor_committed(self, since: float) -> tuple[dict[str, Decimal], dict[str, int]]:
-        rows = await self.ledger.spend_by("vendor", since=since, api_only=True)
-        spend = {v: r.cost for v, r in rows.items()}
-        calls = {v: r.calls for v, r in rows.items()}
-        for vendor, pico, n in await self._fetch(
-            f"SELECT vendor, SUM(amount_pico), COUNT(*) FROM {self.table} WHERE api AND created > %s GROUP BY vendor",
-            (time.time() - self.stale_s,),
-        ):
-            spend[vendor] = spend.get(vendor, Decimal(0)) + from_pico(int(pico))
-            calls[vendor] = calls.get(vendor, 0) + int(n)
-        return spend, calls
-
-    async def reserve(self, r: Reserved) -> None:
-        conn = await self._conn()
-        await conn.execute(
-            f"INSERT INTO {self.table} (id, vendor, api, amount_pico, scopes, created) VALUES (%s, %s, %s, %s, %s, %s)",
-            (r.id, r.vendor, r.api, to_pico(r.amount), list(r.scopes), time.time()),
-        )
-
-    async def release(self, r: Reserved, cost: Decimal) -> bool:
-        async with self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock()):
-            conn = await self._conn()
-            async with conn.cursor() as cur:
-                await cur.execute(f"DELETE FROM {self.table} WHERE id = %s", (r.id,))
-                return bool(cur.rowcount)

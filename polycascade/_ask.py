@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.util
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from ._sync import run_sync
-from ._yaml import load_yaml_model
 from .catalog import ModelsFile
 from .errors import CatalogError, ConfigError
+from .graphs.cascade import CascadeSettings
+from .service import Service, open_service
+from .sync import run_sync
 from .tasks import Task, TaskResult
+from .yamlfile import load_yaml_model
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class AskOptions:
     models: list[str]
     judges: list[str]
     local: bool
-    kind: str
+    kind: str | None
     data_class: str | None
     max_tokens: int
     max_rungs: int | None
@@ -67,16 +70,21 @@ def run_ask(options: AskOptions) -> TaskResult:
     return run_sync(_run(options))
 
 
+@contextlib.contextmanager
+def open_cli_service(**options: Any) -> Iterator[Service]:
+    """`open_service`, saying on stderr which models were left out for want of credentials."""
+    with open_service(**options) as service:
+        if service.skipped:
+            variables = sorted({k for keys in service.skipped.values() for k in keys})
+            print(f"note: {len(service.skipped)} model(s) skipped, no credentials: set {', '.join(variables)} "
+                  "to use them", file=sys.stderr)  # fmt: skip
+        yield service
+
+
 async def _run(options: AskOptions) -> TaskResult:
-    from dataclasses import replace
-
-    from graphs.cascade import CascadeSettings
-
-    from .service import open_service
-
     schema = load_schema(options.schema) if options.schema else None
     models = pool_ids(options.models, options.models_file)
-    with open_service(
+    with open_cli_service(
         policy=options.policy,
         models_file=options.models_file,
         models=models,
@@ -87,8 +95,8 @@ async def _run(options: AskOptions) -> TaskResult:
         settings = CascadeSettings.from_policy(service.policy)
         if options.max_rungs:
             settings = replace(settings, max_rungs=options.max_rungs)
-        data_class = options.data_class or service.policy.default_data_class
         task = Task(
-            options.prompt, kind=options.kind, data_class=data_class, schema=schema, max_tokens=options.max_tokens
-        )
+            options.prompt, kind=options.kind, data_class=options.data_class, schema=schema,
+            max_tokens=options.max_tokens,
+        )  # fmt: skip
         return await service.cascade(settings=settings).run(task)

@@ -52,8 +52,8 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
-    from backtest.traces import load_traces
-    from policies.config import load_policy
+    from polycascade.backtest.traces import load_traces
+    from polycascade.policies.config import load_policy
 
     from .governor import DEFAULT_POLICY
 
@@ -62,8 +62,8 @@ def backtest(
     with ThreadPoolExecutor(max_workers=1) as reader:
         # pyarrow reads and checks the file mostly without the GIL: import the replay meanwhile
         reading = reader.submit(load_traces, traces, catalog)
-        from backtest import run_backtest
-        from backtest.target import with_routing
+        from polycascade.backtest import run_backtest
+        from polycascade.backtest.target import with_routing
 
         data = reading.result()
     if max_rungs is not None:
@@ -74,12 +74,12 @@ def backtest(
         print(f"… and {len(data.issues) - 20} more bad rows", file=sys.stderr)
     try:
         if do_sweep:
-            from backtest.sweep import DEFAULT_GRID, plot, sweep
+            from polycascade.backtest.sweep import DEFAULT_GRID, plot, sweep
 
             result = sweep(data, loaded, DEFAULT_GRID, train_fraction=train_fraction, seed=seed)
             result["plot"] = str(plot(result, plot_path))
         elif target_cost is not None:
-            from backtest.target import backtest_at_cost
+            from polycascade.backtest.target import backtest_at_cost
 
             result = backtest_at_cost(data, loaded, target_cost, train_fraction=train_fraction, seed=seed)
         else:

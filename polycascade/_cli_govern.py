@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._sync import run_sync
 from .catalog import Catalog
-from .ledger import open_ledger
+from .ledgers import open_ledger
+from .sync import run_sync
 
 out = Console()
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
@@ -27,9 +27,9 @@ def check(
     models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
 ) -> None:
     """Validate a policy against the catalog; errors name file, line and field."""
-    from policies.config import load_policy
-    from policies.routing import Need
-    from policies.rules import residency_rule
+    from polycascade.policies.config import load_policy
+    from polycascade.policies.routing import Need
+    from polycascade.policies.rules import residency_rule
 
     loaded = load_policy(file, Catalog.load(models_file))
     policy = loaded.policy
@@ -99,7 +99,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Spend, calls and shares by vendor and jurisdiction against the caps; escalations; budgets."""
-    from policies.config import load_policy
+    from polycascade.policies.config import load_policy
 
     from .insight import build_report
 

@@ -7,12 +7,17 @@ Costs are BIGINT picodollars, summed exactly in SQL like the other backends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 from . import _ledger_sql as sql
+from ._accounts import Load, Reserved
 from .errors import ConfigError
-from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico
+from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico, to_pico
 
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -66,7 +71,7 @@ class PostgresLedger:
             await cur.execute(statement, args)
             return list(await cur.fetchall()) if cur.description else []
 
-    async def record(self, rec: CallRecord) -> None:
+    async def write(self, rec: CallRecord) -> None:
         columns = ", ".join(sql.COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in sql.COLUMNS if c != "call_id")
         await self._run(
@@ -101,6 +106,9 @@ class PostgresLedger:
         rows = await self._run(sql.tallies_query(self.table, where), args)
         return {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
 
+    def accounts(self, clock: Callable[[], float], refresh_s: float) -> PostgresAccounts:
+        return PostgresAccounts(self)  # shared: caps and budgets hold across every worker
+
     async def close(self) -> None:
         conn = self._conns.pop(id(asyncio.get_running_loop()), None)
         if conn is not None:
@@ -109,3 +117,81 @@ class PostgresLedger:
     async def drop(self) -> None:
         """Remove the table (tests use one table each)."""
         await self._run(f"DROP TABLE IF EXISTS {self.table}")
+
+
+class PostgresAccounts:
+    """Shared by every worker using the same PostgreSQL ledger: caps and budgets hold across all of them.
+
+    A reservation whose worker died is ignored after `stale_s` (its call, if it happened, is in the
+    ledger by then, or never will be).
+    """
+
+    def __init__(self, ledger: Any, *, stale_s: float = 900.0, table: str | None = None) -> None:
+        self.ledger, self.stale_s = ledger, stale_s
+        self.table = table or f"{ledger.table}_reservations"
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._conns: dict[int, Any] = {}
+
+    async def _conn(self) -> Any:
+        """Our own connection per loop: the ledger's writes must not ride inside our transactions."""
+        import psycopg
+
+        loop_id = id(asyncio.get_running_loop())
+        conn = self._conns.get(loop_id)
+        if conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self.ledger.url, autocommit=True)
+            await create_once(
+                conn,
+                f"CREATE TABLE IF NOT EXISTS {self.table} (id TEXT PRIMARY KEY, vendor TEXT NOT NULL, api BOOLEAN "
+                "NOT NULL, amount_pico BIGINT NOT NULL, scopes TEXT[] NOT NULL, created DOUBLE PRECISION NOT NULL)",
+            )
+            self._conns[loop_id] = conn
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        loop_id = id(asyncio.get_running_loop())
+        async with self._locks.setdefault(loop_id, asyncio.Lock()):
+            conn = await self._conn()
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+                yield
+
+    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = await self._conn()
+        async with conn.cursor() as cur:
+            await cur.execute(query, args)
+            return list(await cur.fetchall())
+
+    async def committed(self, scope: str, settled: Load) -> Decimal:
+        [(pico,)] = await self._fetch(
+            f"SELECT COALESCE(SUM(amount_pico), 0) FROM {self.table} WHERE %s = ANY(scopes) AND created > %s",
+            (scope, time.time() - self.stale_s),
+        )
+        return await settled() + from_pico(int(pico))
+
+    async def vendor_committed(self, since: float) -> tuple[dict[str, Decimal], dict[str, int]]:
+        rows = await self.ledger.spend_by("vendor", since=since, api_only=True)
+        spend = {v: r.cost for v, r in rows.items()}
+        calls = {v: r.calls for v, r in rows.items()}
+        for vendor, pico, n in await self._fetch(
+            f"SELECT vendor, SUM(amount_pico), COUNT(*) FROM {self.table} WHERE api AND created > %s GROUP BY vendor",
+            (time.time() - self.stale_s,),
+        ):
+            spend[vendor] = spend.get(vendor, Decimal(0)) + from_pico(int(pico))
+            calls[vendor] = calls.get(vendor, 0) + int(n)
+        return spend, calls
+
+    async def reserve(self, r: Reserved) -> None:
+        conn = await self._conn()
+        await conn.execute(
+            f"INSERT INTO {self.table} (id, vendor, api, amount_pico, scopes, created) VALUES (%s, %s, %s, %s, %s, %s)",
+            (r.id, r.vendor, r.api, to_pico(r.amount), list(r.scopes), time.time()),
+        )
+
+    async def release(self, r: Reserved, cost: Decimal) -> bool:
+        async with self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock()):
+            conn = await self._conn()
+            async with conn.cursor() as cur:
+                await cur.execute(f"DELETE FROM {self.table} WHERE id = %s", (r.id,))
+                return bool(cur.rowcount)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import _ledger_sql as sql
+from ._accounts import Accounts, LocalAccounts
 from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico
 
 TABLE = "calls"
@@ -31,7 +33,7 @@ class SQLiteLedger:
         with self._lock:
             return self._db.execute(statement, args).fetchall()
 
-    async def record(self, rec: CallRecord) -> None:
+    async def write(self, rec: CallRecord) -> None:
         marks = ", ".join("?" * len(sql.COLUMNS))
         self._run(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(sql.COLUMNS)}) VALUES ({marks})", sql.to_row(rec))
 
@@ -59,6 +61,9 @@ class SQLiteLedger:
         where, args = sql.where("?", task_kind=task_kind)
         rows = self._run(sql.tallies_query(TABLE, where), args)
         return {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
+
+    def accounts(self, clock: Callable[[], float], refresh_s: float) -> Accounts:
+        return LocalAccounts(self, clock, refresh_s, shared=True)  # other processes may write the file
 
     async def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .batch import RunOptions, RunSummary, _one, _workflow, finished_ids, run_id_for
 from .errors import ConfigError
+from .service import open_service
 
 __all__ = ["run_on_ray"]
 
@@ -22,11 +23,9 @@ class DocWorker:
     """A Ray actor: one service, one graph, many documents (async: several at once)."""
 
     def __init__(self, service_kwargs: dict[str, Any], options: RunOptions, run_id: str, checkpoints: str) -> None:
-        from .service import open_service
-
         # the service (a local model, if any) and the checkpoints live as long as the actor
         self._stack = contextlib.ExitStack()
-        self.service = self._stack.enter_context(open_service(**service_kwargs, quiet=True))
+        self.service = self._stack.enter_context(open_service(**service_kwargs))
         self.options, self.run_id, self.checkpoints = options, run_id, checkpoints
         self._graph: tuple[Any, Any] | None = None
         self._lock = asyncio.Lock()
@@ -55,7 +54,7 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
     ledger = str(service_kwargs.get("ledger", ""))
     if not ledger.startswith(("postgresql://", "postgres://")):
         raise ConfigError("--backend ray needs --ledger postgresql://… so that caps and budgets hold across workers")
-    from tools.documents import discover, load
+    from polycascade.tools.documents import discover, load
 
     started_here = not ray.is_initialized() and "RAY_ADDRESS" not in os.environ
     if started_here:

@@ -75,12 +75,12 @@ def finished_ids(out: Path) -> set[str]:
 
 
 async def run_batch(options: RunOptions, service: Service) -> RunSummary:
-    from tools.documents import discover
+    from polycascade.tools.documents import discover
 
     from ._checkpoints import open_checkpoints
 
     if options.workflow == "extract" and options.schema is None:
-        raise ConfigError("the extract workflow needs --schema module:Model")
+        raise ConfigError("the extract workflow needs a `schema` (a pydantic model class)", parameter="schema")
     files = discover(options.input)
     summary = RunSummary(run_id_for(options.out), options.out)
     done = finished_ids(options.out)
@@ -125,15 +125,15 @@ async def tally_spend(summary: RunSummary, ledger: Any) -> None:
 
 def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any) -> tuple[Any, Any]:
     """The graph for a built-in workflow name, or a user's `module:function` returning a graph."""
-    data_class = options.data_class or service.policy.default_data_class
+    data_class = options.data_class  # None: the policy's default, applied by the cascade
     if options.workflow in ("summarise", "extract"):
-        from graphs.documents import DocContext, Workflow, build_document_graph
+        from polycascade.graphs.documents import DocContext, Workflow, build_document_graph
 
         workflow = cast(Workflow, options.workflow)
         context = DocContext(service.cascade(), workflow, options.schema, data_class, run_id, options.chunk_tokens)
         return build_document_graph(saver), context
     if options.workflow == "delegate":
-        from graphs.delegation import DelegationContext, build_delegation_graph
+        from polycascade.graphs.delegation import DelegationContext, build_delegation_graph
 
         return build_delegation_graph(saver), DelegationContext(service.cascade(), data_class, run_id)
     if ":" in options.workflow:
@@ -146,7 +146,7 @@ def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any) ->
 
 
 async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: asyncio.Event) -> dict[str, Any] | None:
-    from tools.documents import BrokenDocument
+    from polycascade.tools.documents import BrokenDocument
 
     if isinstance(doc, BrokenDocument):
         summary.failed += 1
@@ -174,7 +174,7 @@ async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: as
 
 async def _documents(files: list[Path], root: Path, done: set[str], summary: RunSummary) -> AsyncIterator[Any]:
     """Documents one file at a time, so memory stays flat however many there are."""
-    from tools.documents import load
+    from polycascade.tools.documents import load
 
     for path in files:
         for doc in await asyncio.to_thread(load, path, root):

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._yaml import load_yaml_model
 from .errors import CatalogError
+from .yamlfile import load_yaml_model
 
 __all__ = [
     "LOCAL_MODEL_ID",

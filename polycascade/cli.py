@@ -118,7 +118,9 @@ def ask(
         typer.Option("--judge", help="Judge model (repeatable); default: the pool's strongest of another vendor."),
     ] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Add the free local SmolLM2 rung.")] = True,
-    kind: Annotated[str, typer.Option(help="Task kind: routing learns adequacy per kind.")] = "general",
+    kind: Annotated[
+        str | None, typer.Option(help="Task kind: routing learns adequacy per kind (default: the policy's).")
+    ] = None,
     data_class: Annotated[
         str | None, typer.Option(help="public | internal | confidential | … (default: the policy's)")
     ] = None,
@@ -181,17 +183,16 @@ def run(
     """Run a workflow over documents: resumable, budgeted, one result line per document."""
     from decimal import Decimal
 
-    from ._ask import load_schema, pool_ids
-    from ._sync import run_sync
+    from polycascade.tools.documents import discover
+
+    from ._ask import load_schema, open_cli_service, pool_ids
     from .batch import RunOptions, run_batch
-    from .service import open_service
+    from .sync import run_sync
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend}: use local or ray")
     if budget is not None and budget <= 0:
         raise ConfigError(f"--budget must be positive, got {budget}")
-    from tools.documents import discover
-
     discover(input_path)  # the user's input first: a bad path fails fast, before any service starts
     options = RunOptions(
         workflow, input_path, out, concurrency, load_schema(schema) if schema else None, data_class,
@@ -204,13 +205,13 @@ def run(
     if backend == "ray":
         from ._ray import run_on_ray
         from .batch import tally_spend
-        from .ledger import open_ledger
+        from .ledgers import open_ledger
 
         summary = run_on_ray(options, service_kwargs, workers)
         run_sync(tally_spend(summary, open_ledger(ledger)))
         governed = None
     else:
-        with open_service(**service_kwargs) as service:
+        with open_cli_service(**service_kwargs) as service:
             summary = run_sync(run_batch(options, service))
             governed = service.policy
     report_path = _write_run_report(summary, ledger, governed)
@@ -232,9 +233,9 @@ def run(
 
 def _write_run_report(summary: Any, ledger_url: str, policy: Any = None) -> Path:
     """The run's report (spend and shares by vendor and jurisdiction, escalations) beside its results."""
-    from ._sync import run_sync
     from .insight import build_report
-    from .ledger import open_ledger
+    from .ledgers import open_ledger
+    from .sync import run_sync
 
     async def build() -> dict[str, Any]:
         ledger = open_ledger(ledger_url)
@@ -263,14 +264,12 @@ def serve(
     """An OpenAI-compatible endpoint (/v1/chat/completions, /v1/models): every call governed and recorded."""
     from aiohttp import web
 
+    from ._ask import open_cli_service, pool_ids
     from .server import TenantKeys, build_app
-    from .service import open_service
 
     keys = TenantKeys.load(tenants)
-    from ._ask import pool_ids
-
     models = pool_ids([], models_file)
-    with open_service(policy=policy, models_file=models_file, models=models, local=local, ledger=ledger) as service:
+    with open_cli_service(policy=policy, models_file=models_file, models=models, local=local, ledger=ledger) as service:
         app = build_app(service, keys)
 
         async def announce(_: web.Application) -> None:
@@ -295,12 +294,30 @@ def _print_result(result: Any) -> None:
     out.print(table)
 
 
+FLAGS = {  # the library's parameters, as this command's flags name them
+    "run_budget_usd": "--budget",
+    "models": "--model/--models",
+    "data_class": "--data-class",
+    "policy": "--policy",
+    "judges": "--judge",
+    "ledger": "--ledger",
+    "input_path": "--input",
+    "schema": "--schema module:Model",
+}
+
+
+def _in_flags(exc: ConfigError) -> str:
+    """A library error names a Python parameter (in backquotes); the user typed a flag."""
+    flag = FLAGS.get(exc.parameter or "")
+    return str(exc).replace(f"`{exc.parameter}`", flag) if flag else str(exc)
+
+
 def main() -> None:
     """Entry point: user errors print one clear message and exit 2; provider errors exit 3."""
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {_in_flags(exc)}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(2)
     except PolycascadeError as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)

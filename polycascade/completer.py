@@ -23,6 +23,10 @@ class Completer(Protocol):
 
     async def complete(self, request: CompletionRequest) -> Completion: ...
 
+    def missing_credentials(self, spec: ModelSpec) -> list[str]:
+        """Environment variables a call to `spec` still needs; empty when it can be made."""
+        ...
+
 
 def call_record(
     spec: ModelSpec,

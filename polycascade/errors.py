@@ -66,7 +66,15 @@ def _rebuild(cls: type[PolycascadeError], args: tuple[Any, ...], state: dict[str
 
 
 class ConfigError(PolycascadeError):
-    """The user's configuration is wrong. The message says which value and how to fix it."""
+    """The user's configuration is wrong. The message says which value and how to fix it.
+
+    `parameter` names the Python parameter at fault, as the message does in backquotes; the CLI puts
+    its own flag in their place.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class CatalogError(ConfigError):

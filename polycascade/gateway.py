@@ -22,13 +22,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 
 import litellm
 import litellm.exceptions as llm_errors
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
 
 from . import errors
 from ._secrets import RedactingFilter, protect_handlers, redact
-from ._sync import run_sync
 from .catalog import Catalog, ModelSpec
 from .completer import Completer, call_record
 from .ledger import Ledger, new_call_id
+from .sync import run_sync
 from .types import Completion, CompletionRequest, ToolCall, Usage
 
 __all__ = ["Completer", "Gateway", "RetryPolicy", "call_record", "loopback_only"]
@@ -62,6 +64,30 @@ class RetryPolicy:
 _log = logging.getLogger("polycascade.gateway")
 
 
+def _past(deadline: float | None, wait: float) -> bool:
+    return deadline is not None and time.monotonic() + wait >= deadline
+
+
+class _StopPast(stop_base):
+    """Stop when the next wait would end past the deadline: better to fail over now than to wait in vain."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return _past(self.deadline, state.upcoming_sleep)
+
+
+def _failure(state: RetryCallState) -> BaseException:
+    error = state.outcome.exception() if state.outcome else None
+    assert error is not None, "tenacity waits and stops only after a failure"
+    return error
+
+
+def _log_retry(model: str, sleep: float, error: BaseException, failed: int, attempts: int) -> None:
+    _log.info("retrying %s in %.2f s after %s (attempt %d of %d)", model, sleep, type(error).__name__, failed, attempts)
+
+
 def loopback_only() -> bool:
     """True while tests run (pytest sets PYTEST_CURRENT_TEST) or when POLYCASCADE_LOOPBACK_ONLY=1."""
     return os.environ.get("POLYCASCADE_LOOPBACK_ONLY") == "1" or "PYTEST_CURRENT_TEST" in os.environ
@@ -83,7 +109,7 @@ class Gateway:
             return _parse(await _call_litellm(spec, request), spec, call_id, started, attempts)
 
         try:
-            completion = await self._retrying(once, spec.id)
+            completion = await self._retrying(once, spec.id, request.deadline)
         except errors.PolycascadeError as exc:
             await self._record(spec, request, call_id, started, attempts, type(exc).__name__)
             raise
@@ -102,22 +128,34 @@ class Gateway:
     def complete_sync(self, request: CompletionRequest) -> Completion:
         return run_sync(self.complete(request))
 
-    async def _retrying(self, once: Callable[[], Awaitable[Completion]], model: str) -> Completion:
-        """`once` until it succeeds, on transient errors only, at most `max_attempts` times."""
-        attempts = max(1, self.retry.max_attempts)
-        for attempt in range(1, attempts + 1):
-            try:
+    async def _retrying(
+        self, once: Callable[[], Awaitable[Completion]], model: str, deadline: float | None
+    ) -> Completion:
+        """`once` until it succeeds, on transient errors only: at most `max_attempts` times, and never a
+        wait that would end past `deadline` (better to fail over now). The first attempt runs bare:
+        only a retryable failure pays for tenacity's machinery."""
+        try:
+            return await once()
+        except errors.RetryableProviderError as exc:
+            first = exc
+        attempts, wait = self.retry.max_attempts, self.retry.backoff_s(1, first)
+        if attempts <= 1 or _past(deadline, wait):
+            raise first
+        _log_retry(model, wait, first, 1, attempts)
+        await asyncio.sleep(wait)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(errors.RetryableProviderError),
+            wait=lambda state: self.retry.backoff_s(state.attempt_number + 1, _failure(state)),
+            stop=stop_after_attempt(attempts - 1) | _StopPast(deadline),
+            before_sleep=lambda state: _log_retry(
+                model, state.upcoming_sleep, _failure(state), state.attempt_number + 1, attempts
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
                 return await once()
-            except errors.RetryableProviderError as exc:
-                if attempt == attempts:
-                    raise
-                sleep = self.retry.backoff_s(attempt, exc)
-                _log.info(
-                    "retrying %s in %.2f s after %s (attempt %d of %d)", model, sleep, type(exc).__name__, attempt,
-                    attempts,
-                )  # fmt: skip
-                await asyncio.sleep(sleep)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        raise AssertionError("unreachable: tenacity returns the result or re-raises the last error")
 
     async def _record(
         self,
@@ -131,7 +169,7 @@ class Gateway:
     ) -> None:
         if self.ledger is not None:
             latency = time.perf_counter() - started
-            await self.ledger.record(call_record(spec, request, call_id, latency, attempts, outcome, completion))
+            await self.ledger.write(call_record(spec, request, call_id, latency, attempts, outcome, completion))
 
 
 def _check_network(spec: ModelSpec) -> None:

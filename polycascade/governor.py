@@ -21,12 +21,12 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from policies.agreement import KindRecord
-from policies.breaker import CircuitBreaker
-from policies.config import DataClassRule, Policy
-from policies.redaction import redact_text
-from policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
-from policies.rules import (
+from polycascade.policies.agreement import KindRecord
+from polycascade.policies.breaker import CircuitBreaker
+from polycascade.policies.config import DataClassRule, Policy
+from polycascade.policies.redaction import redact_text
+from polycascade.policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
+from polycascade.policies.rules import (
     BudgetState,
     Snapshot,
     breaker_rule,
@@ -36,12 +36,12 @@ from policies.rules import (
     share_cap_rule,
 )
 
-from ._accounts import Accounts, LocalAccounts, PostgresAccounts, Reserved
-from ._records import record, replace
+from ._accounts import Accounts, Reserved
 from .catalog import ModelSpec
 from .completer import Completer
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
-from .ledger import Ledger
+from .ledger import Ledger, MemoryLedger
+from .records import frozen, replace
 from .tokens import estimate_tokens
 from .types import CallContext, Completion, CompletionRequest
 
@@ -55,7 +55,7 @@ DEFAULT_POLICY = Policy(
 )
 
 
-@record
+@frozen
 class Reservation:
     id: str
     spec: ModelSpec
@@ -65,11 +65,11 @@ class Reservation:
     def to_dict(self) -> dict[str, Any]:
         return {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
 
-    def record(self) -> Reserved:
+    def reserved(self) -> Reserved:
         return Reserved(self.id, self.spec.vendor, self.spec.hosting == "api", self.amount, self.scopes)
 
 
-@record
+@frozen
 class Why(Mapping[str, Any]):
     """Why a call was made, as its attempt and the ledger keep it: the decision with its
     candidates and rejections, the policy, and what was reserved. A read-only mapping, rendered
@@ -115,10 +115,8 @@ class Governor:
         clock: Callable[[], float] = time.time,
         refresh_s: float = 30.0,
     ) -> None:
-        from .ledger import MemoryLedger
-
         self.policy, self.ledger, self.clock = policy, ledger or MemoryLedger(), clock
-        self.accounts: Accounts = _accounts_for(self.ledger, clock, refresh_s)
+        self.accounts: Accounts = self.ledger.accounts(clock, refresh_s)
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
         self._residency_rules: dict[str, Rule] = {}
 
@@ -171,8 +169,8 @@ class Governor:
         return result
 
     async def settle(self, reservation: Reservation, cost: Decimal, *, vendor_ok: bool) -> None:
-        if await self.accounts.release(reservation.record(), cost):
-            self._breaker(reservation.spec.vendor).record(self.clock(), vendor_ok)
+        if await self.accounts.release(reservation.reserved(), cost):
+            self._breaker(reservation.spec.vendor).observe(self.clock(), vendor_ok)
 
     def rules(self, data_class: str, snapshot: Snapshot) -> list[Rule]:
         rules = [self._residency(data_class)]  # the others only when something is at stake: they run per candidate
@@ -206,7 +204,7 @@ class Governor:
     # state ------------------------------------------------------------------------------------
     async def _reserve(self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope]) -> Reservation:
         reservation = Reservation(os.urandom(16).hex(), spec, amount, tuple(key for key, _, _ in scopes))
-        await self.accounts.reserve(reservation.record())
+        await self.accounts.reserve(reservation.reserved())
         self._breaker(spec.vendor).on_dispatch(self.clock())
         return reservation
 
@@ -257,14 +255,6 @@ class Governor:
         return sum((r.cost for r in rows.values()), Decimal(0))
 
 
-def _accounts_for(ledger: Ledger, clock: Callable[[], float], refresh_s: float) -> Accounts:
-    from ._ledger_postgres import PostgresLedger
-
-    if isinstance(ledger, PostgresLedger):
-        return PostgresAccounts(ledger)  # shared: caps and budgets hold across every worker
-    return LocalAccounts(ledger, clock, refresh_s)
-
-
 def _raise_if_budget_blocked(rejected: dict[str, Denial] | Any) -> None:
     blocked = [d for d in rejected.values() if d.rule == "budget"]
     if blocked:
@@ -281,13 +271,13 @@ class GovernedGateway:
     def __init__(self, gateway: Completer, governor: Governor) -> None:
         self.gateway, self.governor, self.catalog = gateway, governor, gateway.catalog
 
+    def missing_credentials(self, spec: ModelSpec) -> list[str]:
+        return self.gateway.missing_credentials(spec)
+
     async def complete(self, request: CompletionRequest) -> Completion:
         ctx = request.context
         need = Need(
-            task_kind=ctx.task_kind,
-            data_class=ctx.data_class,
-            input_tokens=sum(estimate_tokens(m.content) for m in request.messages),
-            max_tokens=request.max_tokens,
+            input_tokens=sum(estimate_tokens(m.content) for m in request.messages), max_tokens=request.max_tokens
         )
         spec = self.catalog[request.model]
         reservation = await self.governor.admit(spec, need, ctx)

@@ -11,7 +11,7 @@ from .errors import ConfigError
 from .ledger import CallRecord, Ledger
 
 if TYPE_CHECKING:
-    from policies.config import Policy
+    from polycascade.policies.config import Policy
 
 __all__ = ["build_report", "explain_call"]
 

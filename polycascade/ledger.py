@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import field
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ._records import record, replace
-from .errors import ConfigError
+from ._accounts import Accounts, LocalAccounts
+from .records import frozen, replace
 
 __all__ = [
     "CallRecord",
@@ -29,7 +28,6 @@ __all__ = [
     "SpendRow",
     "Tally",
     "new_call_id",
-    "open_ledger",
 ]
 
 PICO = Decimal("1e-12")
@@ -48,7 +46,7 @@ def from_pico(pico: int) -> Decimal:
     return (Decimal(pico) * PICO).normalize() if pico else Decimal(0)
 
 
-@record
+@frozen
 class CallRecord:
     call_id: str
     model: str
@@ -74,7 +72,7 @@ class CallRecord:
     ts: float = field(default_factory=time.time)
 
 
-@record
+@frozen
 class SpendRow:
     """Spend and call count for one group (a vendor, a jurisdiction …)."""
 
@@ -91,7 +89,7 @@ class Tally(NamedTuple):
 
 @runtime_checkable
 class Ledger(Protocol):
-    async def record(self, rec: CallRecord) -> None: ...
+    async def write(self, rec: CallRecord) -> None: ...
 
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None: ...
 
@@ -112,6 +110,11 @@ class Ledger(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    def accounts(self, clock: Callable[[], float], refresh_s: float) -> Accounts:
+        """Where the governor keeps committed money over this ledger: in the process, or shared by
+        every process that writes it (PostgreSQL)."""
+        ...
 
 
 GROUP_KEYS = frozenset(
@@ -135,7 +138,7 @@ class MemoryLedger:
         self._tallies: dict[tuple[str, str], Tally] = {}  # kept up to date: routing reads it per decision
         self._by_task: dict[str, list[str]] = defaultdict(list)  # a task budget loads its task's spend per task
 
-    async def record(self, rec: CallRecord) -> None:
+    async def write(self, rec: CallRecord) -> None:
         earlier = self._rows.get(rec.call_id)
         self._untally(earlier)
         if earlier is None:
@@ -198,6 +201,9 @@ class MemoryLedger:
     async def close(self) -> None:
         pass
 
+    def accounts(self, clock: Callable[[], float], refresh_s: float) -> Accounts:
+        return LocalAccounts(self, clock, refresh_s, shared=False)  # nobody else writes a ledger in memory
+
 
 def _group(rows: Iterable[CallRecord], key: str) -> dict[str, SpendRow]:
     calls: dict[str, int] = defaultdict(int)
@@ -207,19 +213,3 @@ def _group(rows: Iterable[CallRecord], key: str) -> dict[str, SpendRow]:
         calls[group] += 1
         pico[group] += to_pico(r.cost)
     return {g: SpendRow(calls[g], from_pico(pico[g])) for g in calls}
-
-
-def open_ledger(url: str | Path | None = None) -> Ledger:
-    """`memory://`, `sqlite:///path.db`, a plain path (SQLite), or `postgresql://…`. Default: `polycascade.db`."""
-    text = str(url) if url is not None else "polycascade.db"
-    if text == "memory://":
-        return MemoryLedger()
-    if text.startswith(("postgresql://", "postgres://")):
-        from ._ledger_postgres import PostgresLedger
-
-        return PostgresLedger.from_url(text)
-    if "://" in text and not text.startswith("sqlite:///"):
-        raise ConfigError(f"unknown ledger URL scheme in {text.split('://')[0]!r}; use memory:// or sqlite:///FILE")
-    from ._ledger_sqlite import SQLiteLedger
-
-    return SQLiteLedger(text.removeprefix("sqlite:///"))

@@ -26,11 +26,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._yaml import load_yaml_model
 from .errors import BudgetExceeded, ConfigError, PolycascadeError
 from .service import Service
 from .tasks import Task, TaskResult
 from .types import Message, ToolCall
+from .yamlfile import load_yaml_model
 
 __all__ = ["TenantKeys", "build_app"]
 
@@ -133,6 +133,8 @@ class _Handlers:
             result = await self.service.cascade(pool).run(task)
         except BudgetExceeded as exc:
             return _error(429, str(exc), "insufficient_quota")
+        except ConfigError as exc:  # the caller's: e.g. a data class the policy does not define
+            return _error(400, str(exc), "invalid_request_error")
         except PolycascadeError as exc:
             return _error(500, str(exc), "server_error")
         if result.status == "failed":
@@ -160,18 +162,20 @@ class _Handlers:
         messages = tuple(_message(m) for m in body["messages"])
         if not messages:
             raise ValueError("messages is empty")
-        data_class = (route.data_class if route else None) or headers.get("X-Polycascade-Data-Class")
+        data_class = (
+            (route.data_class if route else None)
+            or headers.get("X-Polycascade-Data-Class")
+            or metadata.get("data_class")
+        )  # unset: the policy's default, applied by the cascade
         kind = (
-            headers.get("X-Polycascade-Task-Kind")
-            or metadata.get("task_kind")
-            or (route.task_kind if route else "general")
+            headers.get("X-Polycascade-Task-Kind") or metadata.get("task_kind") or (route.task_kind if route else None)
         )
         task = Task(
             prompt=next((m.content for m in reversed(messages) if m.role == "user"), ""),
             messages=messages,
             tools=tuple(body.get("tools") or ()),
-            kind=str(kind),
-            data_class=str(data_class or metadata.get("data_class") or policy.default_data_class),
+            kind=str(kind) if kind else None,
+            data_class=str(data_class) if data_class else None,
             tenant=tenant,
             run_id=f"serve:{tenant}",
             max_tokens=int(

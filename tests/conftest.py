@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +80,34 @@ def vendors() -> Iterator[Vendors]:
 
 
 POLYCASCADE = str(Path(sys.executable).with_name("polycascade"))  # the console script of this venv
+
+
+@contextlib.contextmanager
+def serving(*args: str, env: dict[str, str] | None = None, start_s: float = 120) -> Iterator[str]:
+    """`polycascade serve ARGS` on a free loopback port, until the block ends; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [POLYCASCADE, "serve", "--port", str(port), *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + start_s
+        while not _listening(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"serve did not listen within {start_s} s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.agreement import Candidate, KindRecord, PairRecord, _Odds, best_plan
-from policies.routing import Need, RoutingSettings, choose
 from polycascade.catalog import ModelSpec
+from polycascade.policies.agreement import Candidate, KindRecord, PairRecord, _Odds, best_plan
+from polycascade.policies.routing import Need, RoutingSettings, choose
 
 from .conftest import make_spec
 

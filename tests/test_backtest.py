@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from agents.evaluators import Consensus
-from backtest import load_traces, run_backtest, split
-from backtest._heap import collector_paused
-from backtest.replay import ReplayGateway, _score
-from graphs.cascade import Cascade, CascadeSettings
-from policies.config import RoutingConfig, ShareCap
-from policies.routing import RoutingSettings
 from polycascade import ConfigError, Task
+from polycascade.agents.evaluators import Consensus
+from polycascade.backtest import load_traces, run_backtest, split
+from polycascade.backtest._heap import collector_paused
+from polycascade.backtest.replay import ReplayGateway, _score
 from polycascade.catalog import Catalog
 from polycascade.governor import DEFAULT_POLICY, Governor
+from polycascade.graphs.cascade import Cascade, CascadeSettings
 from polycascade.ledger import MemoryLedger, Tally
+from polycascade.policies.config import RoutingConfig, ShareCap
+from polycascade.policies.routing import RoutingSettings
 
 from .conftest import run_cli
 
@@ -204,8 +204,8 @@ def test_the_columnar_fast_path_reads_exactly_what_the_row_path_reads(tmp_path: 
     jsonl = tmp_path / "t.jsonl"  # read row by row: the reference
     names = header.split(",")
     jsonl.write_text("".join(json.dumps(dict(zip(names, line.split(","), strict=True))) + "\n" for line in lines))
-    from backtest._columnar import convert
-    from backtest.traces import _read
+    from polycascade.backtest._columnar import convert
+    from polycascade.backtest.traces import _read
 
     assert convert(_read(csv_file).table, Catalog.bundled()) is not None  # the file does take the fast path
     fast, rows = load_traces(csv_file), load_traces(jsonl)
@@ -262,7 +262,7 @@ def test_when_every_opinion_disagrees_the_strongest_rung_answers(tmp_path: Path)
 
 
 def test_replaying_task_kinds_in_parallel_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backtest import shards
+    from polycascade.backtest import shards
 
     monkeypatch.setattr(shards, "MIN_TASKS_PER_WORKER", 10)
     traces = load_traces(synthetic(tmp_path / "t.csv", 200))
@@ -284,7 +284,7 @@ def test_a_bad_verdict_is_reported_by_line_and_the_rest_loads(tmp_path: Path) ->
 
 
 def test_pair_agreement_is_counted_on_the_train_split_as_the_live_check_compares(tmp_path: Path) -> None:
-    from backtest.agreement import agreement_from
+    from polycascade.backtest.agreement import agreement_from
 
     f = tmp_path / "t.csv"
     rows = [  # task, model, vendor, answer, correct, output tokens
@@ -309,7 +309,7 @@ def test_pair_agreement_is_counted_on_the_train_split_as_the_live_check_compares
 
 
 def test_what_a_third_and_fourth_answer_did_after_a_dispute_is_counted(tmp_path: Path) -> None:
-    from backtest.agreement import agreement_from
+    from polycascade.backtest.agreement import agreement_from
 
     f = tmp_path / "t.csv"
     rows = [  # task, model, vendor, answer, correct; g is of a's vendor: agreeing with a settles nothing

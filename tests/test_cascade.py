@@ -11,11 +11,11 @@ import pytest
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel
 
-from agents.evaluators import LLMJudge, RuleCheck
-from graphs.cascade import Cascade, CascadeSettings
 from polycascade import EvaluatorConfigError, Task, TaskResult, cascade_node, run_task
+from polycascade.agents.evaluators import LLMJudge, RuleCheck
 from polycascade.gateway import Gateway, RetryPolicy
 from polycascade.governor import Why
+from polycascade.graphs.cascade import Cascade, CascadeSettings
 from polycascade.ledger import MemoryLedger
 from polycascade.testing import Fault, LocalModel
 
@@ -146,7 +146,7 @@ async def test_schema_failures_escalate_and_the_answer_is_parsed(vendors: Vendor
 async def test_rules_compose_with_the_judge(vendors: Vendors) -> None:
     vendors.answers = {"cheap": "Paris!!!", "mid": "Paris", "strong": "Paris"}
     catalog = vendors.catalog()
-    from agents.evaluators import AllOf
+    from polycascade.agents.evaluators import AllOf
 
     no_shouting = RuleCheck([lambda a: "!" not in a or "no exclamation marks"])
     evaluator = AllOf([no_shouting, LLMJudge([catalog["v/judge"]])])
@@ -214,7 +214,7 @@ async def test_the_result_names_the_attempt_it_returns_even_when_an_earlier_rung
 
 
 def test_without_a_pass_the_likelier_answer_stands_and_any_answer_beats_a_blank() -> None:
-    from graphs.cascade import finish
+    from polycascade.graphs.cascade import finish
     from polycascade.tasks import Attempt, Verdict
 
     disagrees = Verdict(False, 0.0, "disagrees with every earlier answer", "consensus", teaches=False)
@@ -234,3 +234,28 @@ def test_without_a_pass_the_likelier_answer_stands_and_any_answer_beats_a_blank(
     by_plan = {"task": Task("q"), "attempts": attempts, "by_plan": True}
     result = finish(by_plan, None)["result"]  # type: ignore[arg-type]
     assert result.model == "weak" and result.answer == "C"
+
+
+def test_direct_stepping_merges_updates_with_the_reducers_the_graph_declares() -> None:
+    import operator
+
+    from polycascade.graphs.cascade import REDUCERS
+    from polycascade.graphs.state import apply_update
+
+    assert {"attempts": operator.add} == REDUCERS  # read from CascadeState's Annotated fields, not listed by hand
+    state: dict[str, object] = {}
+    apply_update(state, {"attempts": ["a"], "stop_reason": "first"}, REDUCERS)
+    apply_update(state, {"attempts": ["b"], "stop_reason": "second"}, REDUCERS)
+    assert state == {"attempts": ["a", "b"], "stop_reason": "second"}
+
+
+async def test_direct_stepping_and_the_graph_give_the_same_escalation(vendors: Vendors) -> None:
+    via_graph = await make(vendors).run(Task(QUESTION, kind="geo", id="same"))
+    direct = await make(vendors).run_direct(Task(QUESTION, kind="geo", id="same"))
+    summary = [(a.model, a.answer, a.verdict.passed if a.verdict else None) for a in via_graph.attempts]
+    assert summary == [(a.model, a.answer, a.verdict.passed if a.verdict else None) for a in direct.attempts]
+    assert (direct.status, direct.answer, direct.total_cost) == (
+        via_graph.status,
+        via_graph.answer,
+        via_graph.total_cost,
+    )

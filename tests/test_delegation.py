@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from graphs.cascade import Cascade
-from graphs.delegation import delegate
 from polycascade.catalog import Catalog, ModelsFile, UserModel
 from polycascade.gateway import Gateway
 from polycascade.governor import Governor
+from polycascade.graphs.cascade import Cascade
+from polycascade.graphs.delegation import delegate
 from polycascade.ledger import MemoryLedger
 from polycascade.testing import ScriptedRequest, ScriptedServer
 
@@ -53,7 +53,7 @@ class Planner:
 
     def cascade(self, ledger: MemoryLedger) -> Cascade:
         catalog = Catalog.bundled().with_models(self.models())
-        from policies.config import Policy
+        from polycascade.policies.config import Policy
 
         governor = Governor(Policy(name="t", data_classes=CLASSES), ledger)
         return Cascade(Gateway(catalog, ledger), [catalog["v/cn"], catalog["v/fr"]], governor=governor)

@@ -7,7 +7,8 @@ import unicodedata
 import pytest
 from pydantic import BaseModel
 
-from agents.evaluators import (
+from polycascade import EvaluatorConfigError, ModelSpec, Task
+from polycascade.agents.evaluators import (
     Agreement,
     AllOf,
     AnyOf,
@@ -20,7 +21,6 @@ from agents.evaluators import (
     Weighted,
     normalise,
 )
-from polycascade import EvaluatorConfigError, Task
 from polycascade.gateway import Gateway
 from polycascade.ledger import MemoryLedger
 from polycascade.types import CallContext
@@ -113,6 +113,9 @@ async def test_a_judge_refused_by_policy_gives_way_to_the_next(vendors: Vendors)
 
     class CapsMistral:  # a governed gateway whose policy refuses one vendor, as a share cap would
         catalog = gateway.catalog
+
+        def missing_credentials(self, spec: ModelSpec) -> list[str]:
+            return []
 
         async def complete(self, request: CompletionRequest) -> Completion:
             if catalog[request.model].vendor == "Mistral":

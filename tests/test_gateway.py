@@ -79,6 +79,31 @@ async def test_honours_retry_after(gateway: Gateway, script: Script) -> None:
     assert time.perf_counter() - started >= 0.3
 
 
+async def test_gives_up_after_max_attempts_with_the_last_error(
+    gateway: Gateway, server: ScriptedServer, script: Script, ledger: MemoryLedger
+) -> None:
+    script.queue = [Fault.server_error(503), Fault.server_error(502), Fault.rate_limit(), "never asked"]
+    with pytest.raises(errors.RateLimited):
+        await gateway.complete(ask())
+    assert server.count() == FAST_RETRY.max_attempts == 3
+    [row] = await ledger.calls()
+    assert (row.outcome, row.attempts) == ("RateLimited", 3)
+
+
+async def test_a_retry_after_past_the_calls_deadline_fails_now_instead_of_waiting(
+    gateway: Gateway, server: ScriptedServer, script: Script
+) -> None:
+    script.queue = [Fault.rate_limit(retry_after=10), "too late to matter"]
+    started = time.perf_counter()
+    with pytest.raises(errors.RateLimited):  # 10 s of Retry-After would end past the deadline, 2 s away
+        await gateway.complete(ask(deadline=time.monotonic() + 2.0))
+    assert time.perf_counter() - started < 1.0 and server.count() == 1
+    script.queue = [Fault.server_error(503), Fault.rate_limit(retry_after=10), "too late to matter"]
+    with pytest.raises(errors.RateLimited):  # the same from a later attempt, inside tenacity
+        await gateway.complete(ask(deadline=time.monotonic() + 2.0))
+    assert server.count() == 3
+
+
 async def test_retries_5xx_and_malformed_bodies(gateway: Gateway, server: ScriptedServer, script: Script) -> None:
     script.queue = [Fault.server_error(503), Fault.malformed(), "fine"]
     assert (await gateway.complete(ask())).text == "fine"

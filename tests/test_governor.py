@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.config import Budgets, CircuitBreakerConfig, DataClassRule, Policy, ShareCap
-from policies.routing import Need, RoutingSettings, max_call_cost
 from polycascade import BudgetExceeded, NoEligibleModel, ProviderUnavailable
 from polycascade.governor import Governor
 from polycascade.ledger import CallRecord, MemoryLedger, new_call_id
+from polycascade.policies.config import Budgets, CircuitBreakerConfig, DataClassRule, Policy, ShareCap
+from polycascade.policies.routing import Need, RoutingSettings, max_call_cost
 from polycascade.types import CallContext
 
 from .conftest import make_spec
@@ -116,7 +116,7 @@ async def test_share_cap_counts_settled_spend_and_in_flight_reservations() -> No
     ledger = MemoryLedger()
     clock = Clock()
     for vendor, cost in [("DeepSeek", "3"), ("Mistral", "1"), ("OpenAI", "1")]:
-        await ledger.record(CallRecord(new_call_id(), "m", vendor, "XX", "ok", cost=Decimal(cost), ts=clock.now - 60))
+        await ledger.write(CallRecord(new_call_id(), "m", vendor, "XX", "ok", cost=Decimal(cost), ts=clock.now - 60))
     g = governor(clock, ledger, vendor_share=ShareCap(max_share=0.5, min_volume_usd=Decimal("1")))
     decision, _ = await g.route([CN, FR], NEED, ctx(), {}, SETTINGS)
     assert decision.chosen == "fr-mid"
@@ -126,7 +126,7 @@ async def test_share_cap_counts_settled_spend_and_in_flight_reservations() -> No
 
 async def test_spend_outside_the_window_does_not_count() -> None:
     ledger, clock = MemoryLedger(), Clock()
-    await ledger.record(
+    await ledger.write(
         CallRecord(new_call_id(), "m", "DeepSeek", "CN", "ok", cost=Decimal(9), ts=clock.now - 25 * 3600)
     )
     g = governor(clock, ledger, vendor_share=ShareCap(max_share=0.5, min_volume_usd=Decimal("1")))

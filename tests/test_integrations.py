@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +17,12 @@ import yaml
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from agents.chat_model import PolycascadeChat
+from polycascade.agents.chat_model import PolycascadeChat
 from polycascade.catalog import Catalog, UserModel
 from polycascade.testing import Reply, ScriptedRequest, ScriptedServer
-from tools.builtin import ALL_TOOLS, calculator
+from polycascade.tools.builtin import ALL_TOOLS, calculator
 
-from .conftest import POLYCASCADE, run_cli
+from .conftest import run_cli, serving
 
 KEY = "pc-test-gateway-key-3f9a1c"
 CALC = {
@@ -102,33 +100,13 @@ def _files(tmp: Path, vendors: Vendors) -> dict[str, Path]:
     return {"models": models, "policy": policy, "tenants": tenants, "ledger": tmp / "ledger.db"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def gateway(vendors: Vendors, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     files = _files(tmp_path_factory.mktemp("gateway"), vendors)
-    port = _free_port()
-    env = {**os.environ, "TEST_GATEWAY_KEY": KEY}
-    proc = subprocess.Popen(
-        [POLYCASCADE, "serve", "--port", str(port), "--policy", str(files["policy"]), "--models", str(files["models"]),
-         "--tenants", str(files["tenants"]), "--ledger", str(files["ledger"])],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    yield {"url": f"http://127.0.0.1:{port}/v1", **files}
-    proc.terminate()
-    proc.wait(20)
+    args = ["--policy", str(files["policy"]), "--models", str(files["models"]), "--tenants", str(files["tenants"]),
+            "--ledger", str(files["ledger"])]  # fmt: skip
+    with serving(*args, env={**os.environ, "TEST_GATEWAY_KEY": KEY}) as url:
+        yield {"url": url, **files}
 
 
 def test_an_unchanged_openai_script_runs_and_lands_in_the_report(gateway: dict[str, object], vendors: Vendors) -> None:

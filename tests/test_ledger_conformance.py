@@ -13,7 +13,8 @@ import pytest
 
 from polycascade._ledger_postgres import PostgresLedger
 from polycascade._ledger_sqlite import SQLiteLedger
-from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id, open_ledger
+from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id
+from polycascade.ledgers import open_ledger
 
 POSTGRES_URL = os.environ.get("POLYCASCADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -57,14 +58,14 @@ async def test_round_trips_every_field(ledger: Ledger) -> None:
         attempts=2,
         decision={"chosen": "m-cheap", "rejected": {"m-x": "residency"}},
     )
-    await ledger.record(rec)
+    await ledger.write(rec)
     assert await ledger.get(rec.call_id) == rec
     assert await ledger.get("missing") is None
 
 
 async def test_costs_sum_exactly(ledger: Ledger) -> None:
     for _ in range(1000):
-        await ledger.record(call(cost=Decimal("0.0000001")))
+        await ledger.write(call(cost=Decimal("0.0000001")))
     spend = await ledger.spend_by("vendor")
     assert spend["DeepSeek"].cost == Decimal("0.0001")
     assert spend["DeepSeek"].calls == 1000
@@ -72,9 +73,9 @@ async def test_costs_sum_exactly(ledger: Ledger) -> None:
 
 async def test_spend_by_vendor_over_a_window_and_by_run(ledger: Ledger) -> None:
     now = time.time()
-    await ledger.record(call(vendor="OpenAI", cost=Decimal("2"), ts=now - 90_000, run_id="old"))
-    await ledger.record(call(vendor="OpenAI", cost=Decimal("1"), ts=now, run_id="r1"))
-    await ledger.record(call(vendor="Mistral", cost=Decimal("3"), ts=now, run_id="r2"))
+    await ledger.write(call(vendor="OpenAI", cost=Decimal("2"), ts=now - 90_000, run_id="old"))
+    await ledger.write(call(vendor="OpenAI", cost=Decimal("1"), ts=now, run_id="r1"))
+    await ledger.write(call(vendor="Mistral", cost=Decimal("3"), ts=now, run_id="r2"))
     day = await ledger.spend_by("vendor", since=now - 86_400)
     assert {v: r.cost for v, r in day.items()} == {"OpenAI": Decimal("1"), "Mistral": Decimal("3")}
     run = await ledger.spend_by("vendor", run_id="r1")
@@ -91,9 +92,9 @@ async def test_spend_by_rejects_unknown_columns(ledger: Ledger) -> None:
 
 
 async def test_spend_filters_by_task_and_tenant_and_leaves_out_self_hosted(ledger: Ledger) -> None:
-    await ledger.record(call(task_id="t1", tenant="acme", cost=Decimal("1")))
-    await ledger.record(call(task_id="t1", tenant="acme", cost=Decimal("0"), vendor="Local", host_jurisdiction="self"))
-    await ledger.record(call(task_id="t2", tenant="beta", cost=Decimal("2")))
+    await ledger.write(call(task_id="t1", tenant="acme", cost=Decimal("1")))
+    await ledger.write(call(task_id="t1", tenant="acme", cost=Decimal("0"), vendor="Local", host_jurisdiction="self"))
+    await ledger.write(call(task_id="t2", tenant="beta", cost=Decimal("2")))
     by_task = await ledger.spend_by("task_id", task_id="t1")
     assert (by_task["t1"].calls, by_task["t1"].cost) == (2, Decimal("1"))
     api = await ledger.spend_by("vendor", api_only=True)
@@ -102,17 +103,17 @@ async def test_spend_filters_by_task_and_tenant_and_leaves_out_self_hosted(ledge
 
 
 async def test_a_call_recorded_again_replaces_itself_in_every_filter(ledger: Ledger) -> None:
-    await ledger.record(call(call_id="same", task_id="t1", cost=Decimal("1")))
-    await ledger.record(call(call_id="same", task_id="t1", cost=Decimal("3")))
+    await ledger.write(call(call_id="same", task_id="t1", cost=Decimal("1")))
+    await ledger.write(call(call_id="same", task_id="t1", cost=Decimal("3")))
     by_task = await ledger.spend_by("task_id", task_id="t1")
     assert (by_task["t1"].calls, by_task["t1"].cost) == (1, Decimal("3"))
     assert (await ledger.spend_by("vendor"))["DeepSeek"].calls == 1
 
 
 async def test_calls_by_run_and_task(ledger: Ledger) -> None:
-    await ledger.record(call(run_id="r", task_id="a"))
-    await ledger.record(call(run_id="r", task_id="b"))
-    await ledger.record(call(run_id="s", task_id="a"))
+    await ledger.write(call(run_id="r", task_id="a"))
+    await ledger.write(call(run_id="r", task_id="b"))
+    await ledger.write(call(run_id="s", task_id="a"))
     assert len(await ledger.calls(run_id="r")) == 2
     assert len(await ledger.calls(run_id="r", task_id="a")) == 1
     assert len(await ledger.calls()) == 3
@@ -129,9 +130,9 @@ async def test_verdicts_tally_per_kind_and_model(ledger: Ledger) -> None:
     ]:
         rec = call(task_kind=kind, model=model)
         ids.append(rec.call_id)
-        await ledger.record(rec)
+        await ledger.write(rec)
         await ledger.set_verdict(rec.call_id, passed, 0.5, "rules")
-    await ledger.record(call(task_kind="qa", model="a"))  # no verdict yet: not counted
+    await ledger.write(call(task_kind="qa", model="a"))  # no verdict yet: not counted
     assert await ledger.tallies("qa") == {("qa", "a"): Tally(1, 2), ("qa", "b"): Tally(1, 0)}
     assert (await ledger.tallies())[("sum", "a")] == Tally(1, 0)
     stored = await ledger.get(ids[0])
@@ -148,7 +149,7 @@ def test_open_ledger_urls(tmp_path: Path) -> None:
 async def test_sqlite_ledger_is_durable_across_connections(tmp_path: Path) -> None:
     first = SQLiteLedger(tmp_path / "l.db")
     rec = call(cost=Decimal("0.5"))
-    await first.record(rec)
+    await first.write(rec)
     await first.close()
     second = SQLiteLedger(tmp_path / "l.db")
     assert await second.get(rec.call_id) == rec

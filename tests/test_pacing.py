@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from graphs.cascade import CascadeSettings
-from policies.pacing import Pacer
+from polycascade.graphs.cascade import CascadeSettings
+from polycascade.policies.pacing import Pacer
 
 
 def test_spending_the_target_leaves_the_value_where_it_is() -> None:
     pacer = Pacer(target=0.01, value=0.5)
     for _ in range(100):
-        pacer.record(0.01)
+        pacer.observe(0.01)
     assert pacer.value == pytest.approx(0.5) and pacer.mean_spend == pytest.approx(0.01)
 
 
 def test_underspending_raises_the_value_and_overspending_lowers_it() -> None:
     cheap, dear = Pacer(target=0.01, value=0.5), Pacer(target=0.01, value=0.5)
-    cheap.record(0.0)
-    dear.record(0.05)
+    cheap.observe(0.0)
+    dear.observe(0.05)
     assert cheap.value > 0.5 > dear.value
     assert dear.value == pytest.approx(0.5 * 2.718281828 ** (-4 * dear.gain))  # four targets' worth over
 
@@ -36,7 +36,7 @@ def test_on_a_step_between_two_plans_the_pacer_mixes_them_to_spend_the_target() 
     for _ in range(tasks):
         on_dear = pacer.value >= step
         dear += on_dear
-        pacer.record((3.0 if on_dear else 0.5) * target * rng.uniform(0.5, 1.5))
+        pacer.observe((3.0 if on_dear else 0.5) * target * rng.uniform(0.5, 1.5))
     assert pacer.mean_spend == pytest.approx(target, rel=0.01)
     assert dear / tasks == pytest.approx(0.2, abs=0.01)
     assert pacer.value == pytest.approx(step, rel=0.05)

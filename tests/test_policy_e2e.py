@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graphs.cascade import Cascade
-from policies.config import load_policy
-from polycascade import BudgetExceeded, Task
+from polycascade import BudgetExceeded, PolicyError, Task
 from polycascade._ledger_sqlite import SQLiteLedger
 from polycascade.catalog import Catalog, ModelsFile, UserModel
 from polycascade.gateway import Gateway, RetryPolicy
 from polycascade.governor import Governor
+from polycascade.graphs.cascade import Cascade
 from polycascade.ledger import Ledger, MemoryLedger
+from polycascade.policies.config import load_policy
 from polycascade.testing import Fault, ScriptedRequest, ScriptedServer
 
 from .conftest import run_cli
@@ -134,8 +134,9 @@ async def test_no_allowed_vendor_fails_closed_with_a_clear_reason(fleet: Fleet, 
     assert result.status == "failed" and result.answer is None
     assert "residency" in result.stop_reason and "jp/claude" in result.stop_reason
     assert fleet.server.count() == 0
-    undefined = await c.run(Task("x", data_class="top-secret"))
-    assert undefined.status == "failed" and fleet.server.count() == 0
+    with pytest.raises(PolicyError, match="'top-secret' is not defined"):  # refused before any call
+        await c.run(Task("x", data_class="top-secret"))
+    assert fleet.server.count() == 0
 
 
 async def test_failover_goes_to_another_vendor(fleet: Fleet, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.config import load_policy, preset_path
 from polycascade import PolicyError
+from polycascade.policies.config import load_policy, preset_path
 
 from .conftest import run_cli
 
@@ -29,8 +29,8 @@ def test_jp_enterprise_says_what_it_promises() -> None:
     assert policy.vendor_spread is not None and policy.vendor_spread.min_vendors >= 3
     cn_vendors = {m.id for m in loaded.pool if m.jurisdiction == "CN"}
     assert cn_vendors, "the preset should show CN vendors being limited, not absent"
-    from policies.routing import Need
-    from policies.rules import residency_rule
+    from polycascade.policies.routing import Need
+    from polycascade.policies.rules import residency_rule
 
     for data_class, rule in policy.data_classes.items():
         allowed = {m.id for m in loaded.pool if residency_rule(data_class, rule)(m, Need()) is None}
@@ -110,7 +110,7 @@ def test_a_policy_that_is_a_list_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_answer_value_reaches_the_router_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
-    from graphs.cascade import CascadeSettings
+    from polycascade.graphs.cascade import CascadeSettings
 
     f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  answer_value_usd: 0.05\n")
     assert CascadeSettings.from_policy(load_policy(f).policy).routing.answer_value == 0.05
@@ -120,7 +120,7 @@ def test_an_answer_value_reaches_the_router_and_a_bad_one_names_its_line(tmp_pat
 
 
 def test_a_spend_target_reaches_the_router_and_a_bad_one_names_its_line(tmp_path: Path) -> None:
-    from graphs.cascade import Cascade, CascadeSettings
+    from polycascade.graphs.cascade import Cascade, CascadeSettings
 
     f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  target_cost_usd: 0.002\n")
     settings = CascadeSettings.from_policy(load_policy(f).policy)

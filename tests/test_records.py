@@ -1,4 +1,4 @@
-"""`record`: the same frozen, slotted dataclass, with a cheaper `__init__`; and `replace`."""
+"""`frozen`: the same frozen, slotted dataclass, with a cheaper `__init__`; and `replace`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import field
 
 import pytest
 
-from polycascade._records import record, replace
+from polycascade.records import frozen, replace
 
 
-@record
+@frozen
 class Point:
     x: int
     y: int = 0
@@ -43,7 +43,7 @@ def test_it_stays_frozen_and_slotted():
 def test_what_it_cannot_build_is_refused_when_the_class_is_made():
     with pytest.raises(TypeError, match="plain fields"):
 
-        @record
+        @frozen
         class WithPostInit:
             x: int
 
@@ -52,7 +52,7 @@ def test_what_it_cannot_build_is_refused_when_the_class_is_made():
 
     with pytest.raises(TypeError, match="plain fields"):
 
-        @record
+        @frozen
         class WithInitVar:
             x: int
             scale: dataclasses.InitVar[int] = 1

@@ -9,10 +9,10 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.adequacy import Adequacy
-from policies.routing import Need, RoutingSettings, choose
 from polycascade.catalog import ModelSpec
 from polycascade.ledger import Tally
+from polycascade.policies.adequacy import Adequacy
+from polycascade.policies.routing import Need, RoutingSettings, choose
 
 from .conftest import make_spec
 
@@ -25,7 +25,7 @@ def spec(
 
 CHEAP, MID, STRONG = spec("cheap", "0.1", 0.7, "A"), spec("mid", "1", 0.8, "B"), spec("strong", "10", 0.95, "C")
 POOL = [STRONG, CHEAP, MID]
-NEED = Need(task_kind="qa", input_tokens=500, max_tokens=200)
+NEED = Need(input_tokens=500, max_tokens=200)
 
 
 def test_cheapest_adequate_model_first() -> None:
@@ -75,7 +75,7 @@ def test_escalation_only_goes_to_stronger_models() -> None:
 
 
 def test_policy_rules_reject_with_reasons() -> None:
-    from policies.routing import Denial
+    from polycascade.policies.routing import Denial
 
     def no_vendor_a(s: ModelSpec, need: Need) -> Denial | None:
         return Denial("residency", "vendor A not allowed", {"vendor": s.vendor}) if s.vendor == "A" else None

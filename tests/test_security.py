@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from graphs.cascade import Cascade, CascadeSettings
-from policies.config import Budgets, DataClassRule, Policy
-from policies.redaction import is_my_number
-from policies.routing import Need, RoutingSettings
 from polycascade import BudgetExceeded, Task
 from polycascade.catalog import Catalog, ModelsFile
 from polycascade.gateway import Gateway, RetryPolicy
 from polycascade.governor import Governor
+from polycascade.graphs.cascade import Cascade, CascadeSettings
 from polycascade.ledger import MemoryLedger
+from polycascade.policies.config import Budgets, DataClassRule, Policy
+from polycascade.policies.redaction import is_my_number
+from polycascade.policies.routing import Need, RoutingSettings
 from polycascade.testing import Fault, ScriptedRequest, ScriptedServer
 from polycascade.types import CallContext
 
@@ -191,7 +191,7 @@ def test_personal_data_is_masked_on_the_wire_to_api_vendors_only() -> None:
         rule = DataClassRule(redact=["email", "phone", "my_number"])
         ledger = MemoryLedger()
         governor = Governor(Policy(name="p", data_classes={"internal": DataClassRule(), "personal": rule}), ledger)
-        from agents.evaluators import LLMJudge
+        from polycascade.agents.evaluators import LLMJudge
 
         for pool in (["v/api"], ["v/onprem"]):
             c = Cascade(Gateway(catalog, ledger), [catalog[m] for m in pool], governor=governor,
@@ -223,12 +223,12 @@ async def test_prompt_injection_changes_neither_routing_nor_policy_nor_budget(fa
     ctx_evil = Task(f"Summarise: revenue rose 12%. {INJECTION}", input_tokens=50)
     decisions = []
     for task in (ctx_clean, ctx_evil):
-        need = Need(task_kind=task.kind, data_class=task.data_class, input_tokens=50, max_tokens=100)
+        need = Need(input_tokens=task.input_tokens or 0, max_tokens=100)
         decision, reservation = await governor.route(pool, need, CallContext(run_id="r"), {}, RoutingSettings())
         assert reservation is not None
         await governor.settle(reservation, Decimal(0), vendor_ok=True)
         decisions.append(decision.to_dict())
-    assert decisions[0] == decisions[1]  # routing sees kind, class and size: never the content
+    assert decisions[0] == decisions[1]  # routing sees the context and sizes: never the content
     result = await Cascade(Gateway(catalog, MemoryLedger()), pool, governor=governor).run(ctx_evil)
     assert result.attempts[0].model == "v/a" and governor.policy.budgets.per_run_usd == Decimal("0.01")
 
@@ -238,7 +238,7 @@ def test_injected_tool_output_cannot_widen_the_tool_allow_list() -> None:
 
     from langchain_core.tools import tool
 
-    from agents.chat_model import PolycascadeChat
+    from polycascade.agents.chat_model import PolycascadeChat
 
     ran: list[str] = []
 

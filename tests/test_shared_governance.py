@@ -7,12 +7,12 @@ import random
 import uuid
 from decimal import Decimal
 
-from policies.config import Budgets, Policy, ShareCap
-from policies.routing import Need, RoutingSettings, max_call_cost
 from polycascade import BudgetExceeded
 from polycascade._ledger_postgres import PostgresLedger
 from polycascade.completer import call_record
 from polycascade.governor import Governor
+from polycascade.policies.config import Budgets, Policy, ShareCap
+from polycascade.policies.routing import Need, RoutingSettings, max_call_cost
 from polycascade.types import CallContext, Completion, CompletionRequest, Usage
 
 from .test_governor import CLASSES, POOL
@@ -48,7 +48,7 @@ async def test_two_workers_share_one_budget_and_one_share_cap() -> None:
         completion = Completion("c" + uuid.uuid4().hex[:8], spec.id, spec.vendor, "ok", (), Usage(1000, 1000),
                                 reservation.amount, 0.01, 1)  # fmt: skip
         request = CompletionRequest.of(spec.id, "x", context=ctx)
-        await worker.ledger.record(call_record(spec, request, completion.call_id, 0.01, 1, "ok", completion))
+        await worker.ledger.write(call_record(spec, request, completion.call_id, 0.01, 1, "ok", completion))
         await worker.settle(reservation, completion.cost, vendor_ok=True)
         admitted.append((spec.vendor if spec.hosting == "api" else "", completion.cost))
 

@@ -17,8 +17,8 @@ import pytest
 from polycascade import ConfigError
 from polycascade.catalog import ModelsFile
 from polycascade.testing import ScriptedRequest, ScriptedServer
-from tools.chunking import chunk_text, sentences
-from tools.documents import BrokenDocument, Document, discover, load
+from polycascade.tools.chunking import chunk_text, sentences
+from polycascade.tools.documents import BrokenDocument, Document, discover, load
 
 from .conftest import POLYCASCADE, run_cli
 
@@ -67,7 +67,7 @@ def test_every_format_loads_and_broken_files_become_records(tmp_path: Path) -> N
 
 
 def test_a_huge_document_is_refused_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tools.documents.MAX_BYTES", 1000)
+    monkeypatch.setattr("polycascade.tools.documents.MAX_BYTES", 1000)
     (tmp_path / "big.txt").write_text("x" * 5000)
     [doc] = load(tmp_path / "big.txt")
     assert isinstance(doc, BrokenDocument) and "too large" in doc.error

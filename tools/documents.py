@@ -40,12 +40,14 @@ class BrokenDocument:
 def discover(input_path: Path) -> list[Path]:
     """The supported files under `input_path` (or the file itself), in a stable order."""
     if not input_path.exists():
-        raise ConfigError(f"--input {input_path}: no such file or folder.")
+        raise ConfigError(f"`input_path` {input_path}: no such file or folder.", parameter="input_path")
     if input_path.is_file():
         return [input_path]
     files = sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
     if not files:
-        raise ConfigError(f"--input {input_path}: no documents ({', '.join(SUFFIXES)}) in this folder.")
+        raise ConfigError(
+            f"`input_path` {input_path}: no documents ({', '.join(SUFFIXES)}) in this folder.", parameter="input_path"
+        )
     return files
 
 

@@ -1,5 +1,6 @@
 """Loopback model servers for tests, yours included: scripted vendors and the real local model."""
 
+from ._capable import capable, example_of
 from ._local import LOCAL_MODEL_ID, LocalModel, smollm2_path
 from ._scripted import Fault, Reply, ScriptedRequest, ScriptedServer, approx_tokens
 
@@ -11,5 +12,7 @@ __all__ = [
     "ScriptedRequest",
     "ScriptedServer",
     "approx_tokens",
+    "capable",
+    "example_of",
     "smollm2_path",
 ]

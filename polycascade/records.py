@@ -1,9 +1,9 @@
-"""`record`: a frozen, slotted dataclass that costs less to build.
+"""`frozen`: a frozen, slotted dataclass that costs less to build.
 
 A frozen dataclass's `__init__` sets each field with `object.__setattr__(self, name, value)`, the
 frozen guard's way around itself: on CPython 3.11 about 130 ns a field, five times a plain class's.
 Every model call builds a dozen such records (request, completion, ledger row, attempt, verdict …),
-which was a tenth of a backtest's replay. `record` makes the same class (frozen, slots, eq, repr,
+which was a tenth of a backtest's replay. `frozen` makes the same class (frozen, slots, eq, repr,
 `dataclasses.replace`) and gives it an `__init__` that sets each slot through the slot's own
 descriptor: half the cost, the same fields and defaults, and still no assignment after it.
 `replace(obj, **changes)` copies a record the same way, a third of `dataclasses.replace`'s cost
@@ -21,7 +21,7 @@ import dataclasses
 import inspect
 from typing import Any, TypeVar, dataclass_transform
 
-__all__ = ["record", "replace"]
+__all__ = ["frozen", "replace"]
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ _FACTORY = _Factory()
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
-def record(cls: type[T]) -> type[T]:
+def frozen(cls: type[T]) -> type[T]:
     made = dataclasses.dataclass(frozen=True, slots=True)(cls)
     made.__init__ = _init(made)  # type: ignore[method-assign]
     made.__replace__ = _replacer(made)  # type: ignore[attr-defined]
@@ -58,7 +58,7 @@ def _init(cls: type[Any]) -> Any:
     generated = list(inspect.signature(cls.__init__).parameters)[1:]
     if [f.name for f in fields] != generated or hasattr(cls, "__post_init__") or any(f.kw_only for f in fields):
         raise TypeError(
-            f"@record supports plain fields with defaults only; declare {cls.__name__} with "
+            f"@frozen supports plain fields with defaults only; declare {cls.__name__} with "
             "@dataclass(frozen=True, slots=True) instead"
         )
     env: dict[str, Any] = {"_FACTORY": _FACTORY}
