@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.errors import CatalogError, PolicyError
+from polycascade.jurisdictions import jurisdiction_code
 from polycascade.records import replace as replace_record
 from polycascade.tasks import Task
 from polycascade.yamlfile import Located, load_located
@@ -58,11 +59,7 @@ class DataClassRule(_Strict):
     @field_validator("vendor_jurisdictions", "host_jurisdictions")
     @classmethod
     def _codes(cls, value: list[str] | str) -> list[str] | str:
-        if isinstance(value, list):
-            bad = [v for v in value if not (v.isalpha() and v.isupper() and 2 <= len(v) <= 4)]
-            if bad:
-                raise ValueError(f"jurisdictions are upper-case codes such as JP, US, EU; got {bad}")
-        return value
+        return [jurisdiction_code(v) for v in value] if isinstance(value, list) else value
 
 
 class ShareCap(_Strict):

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
 
-from polycascade.catalog import ModelSpec
+from polycascade.catalog import UNKNOWN_JURISDICTION, ModelSpec
+from polycascade.jurisdictions import EU_MEMBERS
 from polycascade.records import frozen
 
 from .config import ANY, DataClassRule, ShareCap
@@ -27,38 +28,8 @@ __all__ = [
     "share_cap_rule",
 ]
 
-EU = frozenset(
-    {
-        "AT",
-        "BE",
-        "BG",
-        "HR",
-        "CY",
-        "CZ",
-        "DK",
-        "EE",
-        "FI",
-        "FR",
-        "DE",
-        "GR",
-        "HU",
-        "IE",
-        "IT",
-        "LV",
-        "LT",
-        "LU",
-        "MT",
-        "NL",
-        "PL",
-        "PT",
-        "RO",
-        "SK",
-        "SI",
-        "ES",
-        "SE",
-    }
-)
-UNKNOWN = "??"
+EU = EU_MEMBERS
+UNKNOWN = UNKNOWN_JURISDICTION
 
 
 @frozen

@@ -18,12 +18,14 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import CatalogError
-from .yamlfile import load_yaml_model
+from .jurisdictions import jurisdiction_code
+from .yamlfile import load_located
 
 __all__ = [
     "LOCAL_MODEL_ID",
@@ -38,6 +40,7 @@ __all__ = [
 Hosting = Literal["api", "self_hosted"]
 Capability = Literal["tools", "json_schema", "vision", "reasoning"]
 MILLION = Decimal(1_000_000)
+UNKNOWN_JURISDICTION = "??"  # denied by every residency rule, `*` included
 
 _CAPABILITY_FLAGS: dict[str, Capability] = {
     "supports_function_calling": "tools",
@@ -132,6 +135,11 @@ class UserModel(BaseModel):
     capabilities: list[Capability] | None = None
     quality: float | None = Field(None, ge=0, le=1)
 
+    @field_validator("jurisdiction", "host_jurisdiction")
+    @classmethod
+    def _code(cls, value: str | None) -> str | None:
+        return None if value is None else jurisdiction_code(value)
+
     @model_validator(mode="after")
     def _key_is_a_name(self) -> UserModel:
         if self.api_key_env is not None and len(self.api_key_env) > 64:
@@ -165,7 +173,16 @@ class Catalog(Mapping[str, ModelSpec]):
         """The bundled catalog, the local rung, and the models file's additions and overrides."""
         catalog = cls.bundled().with_models([local_model_spec()])
         if models_file is not None:
-            catalog = catalog.with_models(load_yaml_model(models_file, ModelsFile, CatalogError).models)
+            doc = load_located(models_file, ModelsFile, CatalogError)
+            first: dict[str, int] = {}
+            for i, m in enumerate(doc.value.models):
+                if m.id in first:
+                    raise CatalogError(
+                        f"{doc.where('models', i)}: field 'models.{i}.id': {m.id!r} is declared twice "
+                        f"(first at {doc.where('models', first[m.id])}); declare each model once"
+                    )
+                first[m.id] = i
+            catalog = catalog.with_models(doc.value.models)
         return catalog
 
     def with_models(self, models: Iterable[UserModel | ModelSpec]) -> Catalog:
@@ -230,11 +247,11 @@ class _VendorTable:
                 return vendor, country
         if "maker" in info:
             return info["maker"], info["jurisdiction"]
-        return "unknown", "??"
+        return "unknown", UNKNOWN_JURISDICTION
 
     def host_of(self, provider: str, model_id: str = "") -> tuple[str, str]:
         info = self.providers.get(provider)
-        host, country = (info["host"], info["jurisdiction"]) if info else (provider, "??")
+        host, country = (info["host"], info["jurisdiction"]) if info else (provider, UNKNOWN_JURISDICTION)
         return host, self._region(model_id) or country
 
     def _region(self, model_id: str) -> str | None:
@@ -332,6 +349,10 @@ def _apply(base: ModelSpec | None, m: UserModel) -> ModelSpec:
         changes["output_price"] = m.price.output_per_mtok / MILLION
     if m.capabilities is not None:
         changes["capabilities"] = frozenset(m.capabilities)
+    moved = m.api_base is not None and m.api_base != base.api_base and (m.hosting or base.hosting) == "api"
+    if moved and m.host_jurisdiction is None:  # another endpoint: the catalog's host no longer says where it runs
+        changes["host"] = m.host or urlsplit(m.api_base or "").hostname or "undeclared"
+        changes["host_jurisdiction"] = UNKNOWN_JURISDICTION
     return replace(base, **changes)
 
 
@@ -347,7 +368,12 @@ def _new_spec(m: UserModel) -> ModelSpec:
     price = m.price or Price(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))
     vendor, country = _vendor_table().maker_of(m.model or m.id, m.provider)
     vendor, country = m.vendor or vendor, m.jurisdiction or country
-    default_host = (vendor, country) if hosting == "self_hosted" else _vendor_table().host_of(m.provider)
+    if hosting == "self_hosted":
+        default_host = (vendor, country)
+    elif m.api_base is not None:  # a private endpoint: where it runs is whatever its owner declares, or unknown
+        default_host = (urlsplit(m.api_base).hostname or m.api_base, UNKNOWN_JURISDICTION)
+    else:
+        default_host = _vendor_table().host_of(m.provider)
     return ModelSpec(
         id=m.id,
         provider=m.provider,

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -267,9 +268,15 @@ def _translate(exc: Exception, spec: ModelSpec) -> errors.PolycascadeError:
             return errors.MalformedResponse(f"{type(exc).__name__}: {text}", model=model, status=status)
 
 
+_JSON_DECODER = re.compile(  # what json.JSONDecodeError says, whoever wraps it (LiteLLM passes only the message)
+    r"JSONDecodeError|Expecting (value|property name|',' delimiter|':' delimiter)|Unterminated string"
+    r"|Extra data|Invalid (control character|\\escape)|json.*(decode|invalid)",
+    re.IGNORECASE,
+)
+
+
 def _is_malformed_body(text: str) -> bool:
-    lowered = text.lower()
-    return "json" in lowered and ("decode" in lowered or "expecting" in lowered or "invalid" in lowered)
+    return _JSON_DECODER.search(text) is not None
 
 
 def _retry_after(exc: Exception) -> float | None:

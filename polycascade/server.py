@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -24,17 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import BudgetExceeded, ConfigError, PolycascadeError
+from ._wire import ChatRequest, error, invalid, openapi
+from .errors import BudgetExceeded, ConfigError, NoEligibleModel
 from .service import Service
 from .tasks import Task, TaskResult
-from .types import Message, ToolCall
 from .yamlfile import load_yaml_model
 
 __all__ = ["TenantKeys", "build_app"]
 
 KEY_ENV = "POLYCASCADE_GATEWAY_KEY"
+_log = logging.getLogger("polycascade.server")
 
 
 class _TenantKey(BaseModel):
@@ -96,15 +99,38 @@ def _digest(key: str) -> str:
 
 
 def build_app(service: Service, keys: TenantKeys) -> web.Application:
-    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_openai_errors])
     handlers = _Handlers(service, keys)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/chat/completions", handlers.chat)
+    app.router.add_get("/openapi.json", _openapi)
     return app
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": kind}}, status=status)
+MAX_BODY = 32 * 1024 * 1024
+_HTTP_KINDS = {404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error"}
+
+
+@web.middleware
+async def _openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in OpenAI's shape: aiohttp's own (404, 405, 413) and, as a last resort, ours."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = f"body over {MAX_BODY // 2**20} MB" if exc.status == 413 else exc.reason
+        response = error(exc.status, reason, _HTTP_KINDS.get(exc.status, "invalid_request_error"))
+        if "Allow" in exc.headers:  # a 405 says which methods there are (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:  # a bug of ours: logged here, never a traceback to the caller
+        _log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error; the server log has the details", "server_error")
+
+
+async def _openapi(_: web.Request) -> web.Response:
+    return web.json_response(openapi())
 
 
 class _Handlers:
@@ -113,7 +139,7 @@ class _Handlers:
 
     async def models(self, request: web.Request) -> web.Response:
         if self.keys.tenant_for(request.headers.get("Authorization")) is None:
-            return _error(401, "invalid or missing API key", "authentication_error")
+            return error(401, "invalid or missing API key", "authentication_error")
         routes = [{"id": r, "object": "model", "owned_by": "polycascade-route"} for r in self.service.policy.routes]
         pool = [{"id": m.id, "object": "model", "owned_by": m.vendor} for m in self.service.pool]
         return web.json_response({"object": "list", "data": routes + pool})
@@ -121,37 +147,37 @@ class _Handlers:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         tenant = self.keys.tenant_for(request.headers.get("Authorization"))
         if tenant is None:
-            return _error(401, "invalid or missing API key", "authentication_error")
+            return error(401, "invalid or missing API key", "authentication_error")
         try:
-            body = await request.json()
+            body = ChatRequest.parse(await request.json())
+        except (ValidationError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            return invalid(exc)
+        try:
             task, pool = self._task(body, request.headers, tenant)
-        except (ValueError, TypeError, KeyError) as exc:
-            return _error(400, f"bad request: {exc}", "invalid_request_error")
         except ConfigError as exc:
-            return _error(404, str(exc), "model_not_found")
+            return error(404, str(exc), "model_not_found", "model")
         try:
             result = await self.service.cascade(pool).run(task)
         except BudgetExceeded as exc:
-            return _error(429, str(exc), "insufficient_quota")
+            return error(429, str(exc), "insufficient_quota")
         except ConfigError as exc:  # the caller's: e.g. a data class the policy does not define
-            return _error(400, str(exc), "invalid_request_error")
-        except PolycascadeError as exc:
-            return _error(500, str(exc), "server_error")
+            return error(400, str(exc), "invalid_request_error", exc.parameter)
+        except NoEligibleModel as exc:
+            return error(403, str(exc), "policy_denied")
         if result.status == "failed":
             upstream = any(a.error for a in result.attempts)
-            return _error(
+            return error(
                 502 if upstream else 403, result.stop_reason, "upstream_error" if upstream else "policy_denied"
             )
         headers = {"X-Polycascade-Call-Id": _call_id(result)}
-        if body.get("stream"):
-            return await _stream(
-                request, result, headers, bool((body.get("stream_options") or {}).get("include_usage"))
-            )
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return await _stream(request, result, headers, include_usage)
         return web.json_response(_completion(result), headers=headers)
 
-    def _task(self, body: dict[str, Any], headers: Mapping[str, str], tenant: str) -> tuple[Task, list[Any]]:
-        name = str(body["model"])
-        policy, metadata = self.service.policy, body.get("metadata") or {}
+    def _task(self, body: ChatRequest, headers: Mapping[str, str], tenant: str) -> tuple[Task, list[Any]]:
+        name = body.model
+        policy, metadata = self.service.policy, body.metadata or {}
         route = policy.routes.get(name)
         if route is not None:
             pool = self.service.resolve(route.models) if route.models else self.service.pool
@@ -159,9 +185,7 @@ class _Handlers:
             pool = self.service.resolve([name])
         else:
             raise ConfigError(f"unknown model or route {name!r}; GET /v1/models lists them")
-        messages = tuple(_message(m) for m in body["messages"])
-        if not messages:
-            raise ValueError("messages is empty")
+        messages = tuple(m.to_message() for m in body.messages)
         data_class = (
             (route.data_class if route else None)
             or headers.get("X-Polycascade-Data-Class")
@@ -173,27 +197,14 @@ class _Handlers:
         task = Task(
             prompt=next((m.content for m in reversed(messages) if m.role == "user"), ""),
             messages=messages,
-            tools=tuple(body.get("tools") or ()),
+            tools=tuple(t.model_dump(exclude_none=True) for t in body.tools or ()),
             kind=str(kind) if kind else None,
             data_class=str(data_class) if data_class else None,
             tenant=tenant,
             run_id=f"serve:{tenant}",
-            max_tokens=int(
-                body.get("max_tokens") or body.get("max_completion_tokens") or (route and route.max_tokens) or 1024
-            ),
+            max_tokens=body.max_tokens or body.max_completion_tokens or (route and route.max_tokens) or 1024,
         )
         return task, pool
-
-
-def _message(raw: dict[str, Any]) -> Message:
-    content = raw.get("content") or ""
-    if isinstance(content, list):  # content parts: keep the text
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    calls = tuple(
-        ToolCall(c["id"], c["function"]["name"], json.loads(c["function"].get("arguments") or "{}"))
-        for c in raw.get("tool_calls") or ()
-    )
-    return Message(raw["role"], str(content), tool_call_id=raw.get("tool_call_id"), tool_calls=calls)
 
 
 def _call_id(result: TaskResult) -> str:

@@ -42,7 +42,11 @@ def load_located(path: str | Path, model: type[M], error: type[ConfigError] = Co
         raise error(f"{path}: not UTF-8 text. Save it as UTF-8 YAML.") from None
     try:
         root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)
+    except DuplicateKey as exc:
+        raise error(
+            f"{path}:{exc.line}: key {exc.key!r} is given twice (first at line {exc.first}); keep one"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else "?"
@@ -53,6 +57,26 @@ def load_located(path: str | Path, model: type[M], error: type[ConfigError] = Co
         return Located(path, model.model_validate(data or {}), root)
     except ValidationError as exc:
         raise error(_describe(path, root, exc)) from None
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, line: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.line = key, first, line
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's own loader keeps the last of two equal keys; a second `budgets:` would silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                raise DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
 
 def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
@@ -67,21 +91,24 @@ def _describe(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the deepest node on `loc` that exists in the document."""
+    """The 1-based line where the deepest field on `loc` that exists in the document is written
+    (a mapping's key, not its value, which may start lines below)."""
     line = node.start_mark.line + 1 if node is not None else 1
     for part in loc:
-        child = _child(node, part)
-        if child is None:
+        found = _child(node, part)
+        if found is None:
             break
-        node, line = child, child.start_mark.line + 1
+        node, line = found[1], found[0].start_mark.line + 1
     return line
 
 
-def _child(node: yaml.Node | None, key: Any) -> yaml.Node | None:
+def _child(node: yaml.Node | None, key: Any) -> tuple[yaml.Node, yaml.Node] | None:
+    """(where the field is written, its value)."""
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             if k.value == str(key):
-                return cast(yaml.Node, v)
+                return cast(yaml.Node, k), cast(yaml.Node, v)
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-        return cast(yaml.Node, node.value[key])
+        item = cast(yaml.Node, node.value[key])
+        return item, item
     return None

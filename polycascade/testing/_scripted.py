@@ -166,7 +166,9 @@ class ScriptedServer:
         quality: float | None = None,
         **extra: Any,
     ) -> UserModel:
-        """A catalog entry for a model served here under the vendor's own base URL."""
+        """A catalog entry for a model served here under the vendor's own base URL: the endpoint poses
+        as the vendor's own, so it is hosted by the vendor in its jurisdiction unless `extra` says otherwise."""
+        extra = {"host": vendor, "host_jurisdiction": jurisdiction, **extra}
         return UserModel(
             id=id,
             provider="openai",

@@ -1,0 +1,194 @@
+"""Regression tests for what an adversarial pass broke (issue #20), each through a public surface:
+`serve` via the openai SDK and raw HTTP, `run` as a subprocess, `run_task` in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import requests
+import yaml
+
+from polycascade.catalog import ModelsFile
+from polycascade.policies.config import DataClassRule, Policy, load_policy
+from polycascade.testing import ScriptedServer, capable
+
+from .conftest import run_cli, serving
+
+KEY = "hardening-tenant-key-0123456789"
+
+
+class Gateway:
+    def __init__(self, url: str, vendor: ScriptedServer) -> None:
+        self.url, self.vendor = url, vendor
+        self.client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+
+    def post(self, body: Any = None, *, data: bytes | None = None) -> requests.Response:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        if data is None:
+            return requests.post(f"{self.url}/chat/completions", json=body, headers=headers, timeout=60)
+        return requests.post(f"{self.url}/chat/completions", data=data, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("hardening")
+    with ScriptedServer(capable) as vendor:
+        models = [vendor.model("acme/small", vendor="Acme", jurisdiction="US", input_per_mtok="1", output_per_mtok="2")]
+        models_file = ModelsFile(models=models).write(tmp / "models.yaml")
+        policy = tmp / "policy.yaml"
+        policy.write_text(yaml.safe_dump({"name": "hard", "models": ["acme/small"]}))
+        tenants = tmp / "tenants.yaml"
+        tenants.write_text(yaml.safe_dump({"tenants": {"acme": {"key_env": "HARD_KEY"}}}))
+        args = ["--policy", str(policy), "--models", str(models_file), "--tenants", str(tenants),
+                "--ledger", str(tmp / "ledger.db"), "--no-local"]  # fmt: skip
+        with serving(*args, env={**os.environ, "HARD_KEY": KEY}) as url:
+            yield Gateway(url, vendor)
+
+
+def _openai_error(reply: requests.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["Content-Type"].startswith("application/json"), reply.headers
+    error = reply.json()["error"]
+    assert {"message", "type", "param", "code"} <= error.keys() and "Traceback" not in error["message"]
+    if field is not None:
+        assert error["param"] == field, error
+    return dict(error)
+
+
+ASK = [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "acme/small", "messages": "hello"}, "messages"),
+        ({"model": "acme/small", "messages": ["hello"]}, "messages.0"),
+        ({"model": "acme/small", "messages": ASK, "metadata": "confidential"}, "metadata"),
+        ({"model": "acme/small", "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
+        ({"model": "acme/small", "messages": ASK, "max_tokens": -100000}, "max_tokens"),
+        ({"model": "acme/small", "messages": ASK, "max_tokens": 1e12}, "max_tokens"),
+        ({"model": "acme/small", "messages": []}, "messages"),
+        ([1, 2, 3], None),
+    ],
+)
+def test_a_malformed_request_is_a_400_in_openais_shape_and_reaches_no_vendor(
+    gateway: Gateway, body: Any, field: str | None
+) -> None:
+    before = gateway.vendor.count()
+    error = _openai_error(gateway.post(body), 400, field)
+    assert error["type"] == "invalid_request_error" and gateway.vendor.count() == before
+
+
+def test_infinity_and_broken_json_are_400s(gateway: Gateway) -> None:
+    infinite = b'{"model": "acme/small", "messages": [{"role": "user", "content": "x"}], "max_tokens": Infinity}'
+    _openai_error(gateway.post(data=infinite), 400, "max_tokens")
+    _openai_error(gateway.post(data=b'{"model": "acme/small", "messages": ['), 400)
+
+
+def test_a_body_over_32_mb_is_a_json_413(gateway: Gateway) -> None:
+    huge = b'{"model": "acme/small", "messages": [{"role": "user", "content": "' + b"x" * (33 * 2**20) + b'"}]}'
+    _openai_error(gateway.post(data=huge), 413)
+
+
+def test_the_openai_sdk_sees_a_bad_request_not_a_server_error(gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        gateway.client.chat.completions.create(model="acme/small", messages=ASK, max_tokens=-100000)  # type: ignore[arg-type]
+    reply = gateway.client.chat.completions.create(model="acme/small", messages=ASK, max_tokens=50)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content
+
+
+def test_unknown_paths_and_methods_answer_in_openais_shape(gateway: Gateway) -> None:
+    base = gateway.url.removesuffix("/v1")
+    _openai_error(requests.get(f"{base}/v1/nothing-here", timeout=10), 404)
+    wrong = requests.put(f"{gateway.url}/chat/completions", timeout=10)
+    _openai_error(wrong, 405)
+    assert "POST" in wrong.headers["Allow"]
+
+
+# --- configuration files: nothing accepted silently ------------------------------------------------
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "first"),
+    [
+        ("name: p\nbudgets: {per_run_usd: 5}\nbudgets: {}\n", 3, 2),  # a second `budgets:` removed every budget
+        ("name: p\nbudgets:\n  per_run_usd: 5\n  per_run_usd: 5000\n", 4, 3),
+    ],
+)
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path: Path, text: str, line: int, first: int) -> None:
+    checked = run_cli("policy", "check", str(_write(tmp_path / "p.yaml", text)))
+    assert checked.returncode == 2, checked.stdout
+    assert f"p.yaml:{line}: key" in checked.stderr and f"first at line {first}" in checked.stderr
+
+
+def test_a_model_declared_twice_is_an_error_naming_both_places(tmp_path: Path) -> None:
+    models = _write(tmp_path / "m.yaml", "models:\n  - {id: a/x, provider: openai, hosting: self_hosted}\n"
+                                          "  - {id: a/x, provider: openai, hosting: self_hosted}\n")  # fmt: skip
+    listed = run_cli("models", "--models", str(models))
+    assert listed.returncode == 2 and "m.yaml:3: field 'models.1.id'" in listed.stderr
+    assert "declared twice (first at" in listed.stderr and "m.yaml:2" in listed.stderr
+
+
+def test_an_unknown_jurisdiction_is_an_error_and_uk_means_gb(tmp_path: Path) -> None:
+    xx = "name: p\ndata_classes:\n  internal: {vendor_jurisdictions: [JP, XX]}\ndefault_data_class: internal\n"
+    checked = run_cli("policy", "check", str(_write(tmp_path / "xx.yaml", xx)))
+    assert checked.returncode == 2 and "xx.yaml:3" in checked.stderr and "unknown jurisdiction 'XX'" in checked.stderr
+    uk = "name: p\ndata_classes:\n  internal: {vendor_jurisdictions: [UK]}\ndefault_data_class: internal\n"
+    policy = load_policy(_write(tmp_path / "uk.yaml", uk), resolve_models=False).policy
+    assert policy.data_classes["internal"].vendor_jurisdictions == ["GB"]
+
+
+def test_an_unknown_top_level_key_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    text = "name: p\nbudget:\n  per_run_usd: 5\n"  # `budget`, not `budgets`: its value starts a line below
+    checked = run_cli("policy", "check", str(_write(tmp_path / "typo.yaml", text)))
+    assert checked.returncode == 2 and "typo.yaml:2: field 'budget'" in checked.stderr
+
+
+# --- residency: an endpoint nobody located goes nowhere that restricts hosts ----------------------
+
+
+def test_a_private_endpoint_without_a_declared_host_is_denied_confidential_data(tmp_path: Path) -> None:
+    from polycascade import Catalog, Task, run_task
+    from polycascade.catalog import UserModel
+
+    with ScriptedServer(lambda req: "answer") as vendor:
+        partner = UserModel(id="partner/llama", provider="openai", model="llama-3.3-70b-instruct",
+                            api_base=vendor.url("partner"), price={"input_per_mtok": 1, "output_per_mtok": 1})  # type: ignore[arg-type]  # fmt: skip
+        catalog = Catalog.bundled().with_models([partner])
+        assert (catalog["partner/llama"].host_jurisdiction, catalog["partner/llama"].host) == ("??", "127.0.0.1")
+        policy = Policy(name="p", data_classes={"confidential": DataClassRule(host_jurisdictions=["US", "JP"])},
+                        default_data_class="confidential")  # fmt: skip
+        result = run_task(Task("secret"), ["partner/llama"], policy=policy, catalog=catalog)
+        assert result.status == "failed" and "residency" in result.stop_reason and vendor.count() == 0
+        moved = Catalog.bundled().with_models([UserModel(id="gpt-4o-mini", api_base=vendor.url("proxy"))])
+        assert moved["gpt-4o-mini"].host_jurisdiction == "??"  # the catalog's host (OpenAI, US) no longer holds
+
+
+# --- the vendor's faults, named for what they are ----------------------------------------------
+
+
+async def test_a_malformed_vendor_body_is_recorded_as_malformed_response() -> None:
+    from polycascade import MalformedResponse
+    from polycascade.catalog import Catalog
+    from polycascade.gateway import Gateway, RetryPolicy
+    from polycascade.ledger import MemoryLedger
+    from polycascade.testing import Fault
+    from polycascade.types import CompletionRequest
+
+    with ScriptedServer(lambda req: Fault.malformed()) as vendor:
+        ledger = MemoryLedger()
+        gateway = Gateway(Catalog.bundled().with_models([vendor.model("a/m", vendor="Acme", jurisdiction="US")]),
+                          ledger, RetryPolicy(max_attempts=2, initial_s=0.01))  # fmt: skip
+        with pytest.raises(MalformedResponse):
+            await gateway.complete(CompletionRequest.of("a/m", "hi"))
+        assert [r.outcome for r in await ledger.calls()] == ["MalformedResponse"] and vendor.count() == 2
