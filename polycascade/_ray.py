@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Any
 
-from .batch import RunOptions, RunSummary, _one, _workflow, finished_ids, run_id_for
+from .batch import RunOptions, RunSummary, _one, _workflow, finished_keys, run_id_for
 from .errors import ConfigError
 from .service import open_service
 
@@ -64,7 +64,7 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
     per_worker = max(1, options.concurrency // workers)
     actor: Any = ray.remote(DocWorker).options(max_concurrency=per_worker, num_cpus=1)
     pool: list[Any] = [actor.remote(service_kwargs, options, summary.run_id, checkpoints) for _ in range(workers)]
-    done = finished_ids(options.out)
+    done = finished_keys(options.out)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     pending: dict[Any, Any] = {}
     try:
@@ -86,7 +86,8 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
             for n, path in enumerate(p for p in discover(options.input)):
                 for doc in load(path, options.input):
                     summary.total += 1
-                    if doc.id in done:
+                    summary.note_id(doc.id, doc.key)
+                    if doc.key in done:
                         summary.skipped += 1
                         continue
                     if summary.stopped:

@@ -57,6 +57,14 @@ class RunSummary:
     spent: Decimal = Decimal(0)
     vendors: dict[str, Decimal] = field(default_factory=dict)
     status_line: tuple[float, str] | None = None  # the progress bar's last status and when it was computed
+    duplicates: dict[str, list[str]] = field(default_factory=dict)  # an id given to several records → their keys
+    _first_key: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def note_id(self, doc_id: str, key: str) -> None:
+        """Remember where each id was first seen; an id seen again is a duplicate (each record still runs)."""
+        first = self._first_key.setdefault(doc_id, key)
+        if first != key:
+            self.duplicates.setdefault(doc_id, [first]).append(key)
 
 
 def run_id_for(out: Path) -> str:
@@ -64,14 +72,42 @@ def run_id_for(out: Path) -> str:
     return f"run:{out.stem}:{hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]}"
 
 
-def finished_ids(out: Path) -> set[str]:
+def finished_keys(out: Path) -> set[str]:
+    """The documents the results file already holds (by key; a line written before keys existed, by id).
+
+    A torn last line (a crash mid-write) is cut off first, so the rerun appends on a line of its own
+    and redoes that document."""
     if not out.exists():
         return set()
+    repair_tail(out)
     done = set()
     for line in out.read_text(encoding="utf-8").splitlines():
         with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-            done.add(json.loads(line)["id"])  # a torn last line (crash mid-write) is simply redone
+            record = json.loads(line)
+            done.add(record.get("key") or record["id"])
     return done
+
+
+def repair_tail(out: Path) -> bool:
+    """Cut a results file back to its last complete line; True if there was a fragment to cut."""
+    with out.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        chunk = min(size, 1 << 20)
+        while True:  # look back for the last newline, a chunk at a time
+            f.seek(size - chunk)
+            cut = f.read(chunk).rfind(b"\n")
+            if cut >= 0 or chunk == size:
+                break
+            chunk = min(size, chunk * 2)
+        f.truncate(size - chunk + cut + 1 if cut >= 0 else 0)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 async def run_batch(options: RunOptions, service: Service) -> RunSummary:
@@ -83,7 +119,7 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
         raise ConfigError("the extract workflow needs a `schema` (a pydantic model class)", parameter="schema")
     files = discover(options.input)
     summary = RunSummary(run_id_for(options.out), options.out)
-    done = finished_ids(options.out)
+    done = finished_keys(options.out)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
     with open_checkpoints(checkpoints) as saver:
@@ -150,8 +186,8 @@ async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: as
 
     if isinstance(doc, BrokenDocument):
         summary.failed += 1
-        return {"id": doc.id, "source": doc.source, "status": "error", "error": doc.error}
-    config = {"configurable": {"thread_id": f"{summary.run_id}:{doc.id}"}}
+        return {"id": doc.id, "key": doc.key, "source": doc.source, "status": "error", "error": doc.error}
+    config = {"configurable": {"thread_id": f"{summary.run_id}:{doc.key}"}}
     try:
         saved = await graph.aget_state(config)
         if saved.values.get("output") is not None:
@@ -169,7 +205,7 @@ async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: as
     output = state["output"]
     summary.done += output["status"] != "failed"
     summary.failed += output["status"] == "failed"
-    return {"id": doc.id, "source": doc.source, **output}
+    return {"id": doc.id, "key": doc.key, "source": doc.source, **output}
 
 
 async def _documents(files: list[Path], root: Path, done: set[str], summary: RunSummary) -> AsyncIterator[Any]:
@@ -179,7 +215,8 @@ async def _documents(files: list[Path], root: Path, done: set[str], summary: Run
     for path in files:
         for doc in await asyncio.to_thread(load, path, root):
             summary.total += 1
-            if doc.id in done:
+            summary.note_id(doc.id, doc.key)
+            if doc.key in done:
                 summary.skipped += 1
                 continue
             yield doc

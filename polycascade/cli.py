@@ -223,6 +223,13 @@ def run(
         highlight=False,
         soft_wrap=True,  # paths must survive copy and paste
     )
+    if summary.duplicates:
+        some = "; ".join(f"{doc_id}: {', '.join(keys)}" for doc_id, keys in list(summary.duplicates.items())[:5])
+        err.print(
+            f"[yellow]warning:[/yellow] {len(summary.duplicates)} id(s) given to more than one record, each "
+            f"record answered on its own line (`key` tells them apart): {some}",
+            soft_wrap=True,
+        )
     if summary.stopped:
         err.print(
             f"[yellow]stopped early:[/yellow] {summary.stopped.rstrip('.')}. Rerun the same command to continue.",

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,3 +194,76 @@ async def test_a_malformed_vendor_body_is_recorded_as_malformed_response() -> No
         with pytest.raises(MalformedResponse):
             await gateway.complete(CompletionRequest.of("a/m", "hi"))
         assert [r.outcome for r in await ledger.calls()] == ["MalformedResponse"] and vendor.count() == 2
+
+
+# --- batches: every record answered once, on its own line --------------------------------------
+
+
+def _run(tmp: Path, models: Path, inputs: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("run", "summarise", "--input", str(inputs), "--out", str(out), "--models", str(models),
+                   "--no-local", "--no-progress", "--ledger", str(tmp / "ledger.db"), cwd=tmp)  # fmt: skip
+
+
+def _lines(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _echo(req: Any) -> str:
+    return f"summary of {req.prompt.split('<text>')[-1].split('</text>')[0].strip()}"
+
+
+def test_records_sharing_an_id_are_each_answered_and_reported(tmp_path: Path) -> None:
+    with ScriptedServer(_echo) as vendor:
+        models = ModelsFile(models=[vendor.model("v/a", vendor="Acme", jurisdiction="US")]).write(tmp_path / "m.yaml")
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        (inputs / "invoices.jsonl").write_text('{"id": "inv-1", "text": "Acme owes 10 yen."}\n'
+                                               '{"id": "inv-1", "text": "Beta owes 20 yen."}\n')  # fmt: skip
+        out = tmp_path / "out.jsonl"
+        done = _run(tmp_path, models, inputs, out)
+        assert done.returncode == 0, done.stderr
+        by_key = {line["key"]: line for line in _lines(out)}
+        assert set(by_key) == {"invoices.jsonl:1", "invoices.jsonl:2"} and vendor.count() == 2
+        assert (
+            "Acme owes" in by_key["invoices.jsonl:1"]["summary"]
+            and "Beta owes" in by_key["invoices.jsonl:2"]["summary"]
+        )
+        assert "1 id(s) given to more than one record" in done.stderr and "invoices.jsonl#inv-1" in done.stderr
+        again = _run(tmp_path, models, inputs, out)  # a rerun skips both: they are told apart by key
+        assert again.returncode == 0 and vendor.count() == 2 and len(_lines(out)) == 2
+
+
+def test_a_broken_jsonl_line_is_an_error_record_naming_its_line_and_the_rest_run(tmp_path: Path) -> None:
+    with ScriptedServer(_echo) as vendor:
+        models = ModelsFile(models=[vendor.model("v/a", vendor="Acme", jurisdiction="US")]).write(tmp_path / "m.yaml")
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        good = [json.dumps({"id": f"t{i}", "text": f"ticket {i} text"}) for i in range(4)]
+        (inputs / "tickets.jsonl").write_text("\n".join([good[0], '{"id": "t-bad", "text": "unterminated',
+                                                         *good[1:]]) + "\n")  # fmt: skip
+        out = tmp_path / "out.jsonl"
+        done = _run(tmp_path, models, inputs, out)
+        assert done.returncode == 0, done.stderr
+        results = _lines(out)
+        errors = [r for r in results if r["status"] == "error"]
+        assert len(results) == 5 and vendor.count() == 4
+        assert len(errors) == 1 and errors[0]["error"].startswith("tickets.jsonl:2: invalid JSON at column")
+
+
+def test_a_torn_last_line_is_cut_and_its_document_redone(tmp_path: Path) -> None:
+    with ScriptedServer(_echo) as vendor:
+        models = ModelsFile(models=[vendor.model("v/a", vendor="Acme", jurisdiction="US")]).write(tmp_path / "m.yaml")
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        for i in range(3):
+            (inputs / f"d{i}.txt").write_text(f"document {i}")
+        out = tmp_path / "out.jsonl"
+        assert _run(tmp_path, models, inputs, out).returncode == 0
+        whole = out.read_text().splitlines()
+        out.write_text("\n".join(whole[:2]) + "\n" + whole[2][: len(whole[2]) // 2])  # a crash mid-write
+        torn_key = json.loads(whole[2])["key"]
+        again = _run(tmp_path, models, inputs, out)
+        assert again.returncode == 0, again.stderr
+        results = _lines(out)  # every line parses: the fragment is gone
+        assert sorted(r["key"] for r in results) == ["d0.txt", "d1.txt", "d2.txt"]
+        assert [r["key"] for r in results][-1] == torn_key

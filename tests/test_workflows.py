@@ -64,6 +64,8 @@ def test_every_format_loads_and_broken_files_become_records(tmp_path: Path) -> N
     assert text["g.txt"] == "東京の天気は晴れです。"
     broken = {k: d.error for k, d in docs.items() if isinstance(d, BrokenDocument)}
     assert set(broken) == {"e.jsonl#z", "h.txt", "i.pdf"} and "binary" in broken["h.txt"]
+    assert broken["e.jsonl#z"] == "e.jsonl:3: no text/content/body/document field"  # the file's own line
+    assert (docs["e.jsonl#y"].key, docs["f.csv#1"].key, docs["a.txt"].key) == ("e.jsonl:2", "f.csv:2", "a.txt")
 
 
 def test_a_huge_document_is_refused_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

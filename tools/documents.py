@@ -1,6 +1,9 @@
 """Load documents: txt, md, html, pdf, and collections in jsonl or csv (one document per record).
 
-A document that cannot be read becomes a `BrokenDocument` with the reason, so a batch goes on.
+A document that cannot be read becomes a `BrokenDocument` with the reason, so a batch goes on; in a
+collection, so does each broken record (naming the file's line), while the others load. `id` is what
+the user calls a document (a record's own `id`, which may repeat); `key` is where it came from (the
+file, or file:line for a record) and is unique: checkpoints and resumes go by the key.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,6 +31,7 @@ class Document:
     id: str
     source: str
     text: str
+    key: str  # unique in the input: the file's name, or name:line for a record
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class BrokenDocument:
     id: str
     source: str
     error: str
+    key: str
 
 
 def discover(input_path: Path) -> list[Path]:
@@ -57,21 +62,23 @@ def load(path: Path, root: Path | None = None) -> list[Document | BrokenDocument
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            return [BrokenDocument(name, str(path), f"too large: {size / 1e6:.1f} MB > {MAX_BYTES / 1e6:.0f} MB")]
+            too_large = f"too large: {size / 1e6:.1f} MB > {MAX_BYTES / 1e6:.0f} MB"
+            return [BrokenDocument(name, str(path), too_large, name)]
         raw = path.read_bytes()
         suffix = path.suffix.lower()
         if suffix == ".pdf":
-            return [_checked(Document(name, str(path), _pdf_text(raw)))]
+            return [_checked(Document(name, str(path), _pdf_text(raw), name))]
         text = _decode(raw)
         if suffix == ".jsonl":
-            return _records(name, path, (json.loads(line) for line in text.splitlines() if line.strip()))
+            return _records(name, path, _json_lines(text))
         if suffix == ".csv":
-            return _records(name, path, csv.DictReader(io.StringIO(text)))
+            rows = csv.DictReader(io.StringIO(text))
+            return _records(name, path, ((rows.line_num, row) for row in rows))
         if suffix in (".html", ".htm"):
             text = _html_text(text)
-        return [_checked(Document(name, str(path), text))]
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        return [BrokenDocument(name, str(path), f"{type(exc).__name__}: {exc}"[:300])]
+        return [_checked(Document(name, str(path), text, name))]
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        return [BrokenDocument(name, str(path), f"{type(exc).__name__}: {exc}"[:300], name)]
 
 
 def _decode(raw: bytes) -> str:
@@ -87,19 +94,36 @@ def _decode(raw: bytes) -> str:
 
 def _checked(doc: Document) -> Document | BrokenDocument:
     if not doc.text.strip():
-        return BrokenDocument(doc.id, doc.source, "no text")
+        return BrokenDocument(doc.id, doc.source, "no text", doc.key)
     return doc
 
 
-def _records(name: str, path: Path, records: Iterable[Any]) -> list[Document | BrokenDocument]:
+class _BadLine(ValueError):
+    pass
+
+
+def _json_lines(text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, record) for each non-blank line; a line that is not JSON yields the error instead."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield line_no, _BadLine(f"invalid JSON at column {exc.colno}: {exc.msg}")
+
+
+def _records(name: str, path: Path, records: Iterable[tuple[int, Any]]) -> list[Document | BrokenDocument]:
     out: list[Document | BrokenDocument] = []
-    for n, record in enumerate(records, start=1):
-        doc_id = f"{name}#{record.get('id', n)}" if isinstance(record, dict) else f"{name}#{n}"
+    for line, record in records:
+        key = f"{name}:{line}"
+        doc_id = f"{name}#{record.get('id', line)}" if isinstance(record, dict) else f"{name}#{line}"
         text = next((str(record[k]) for k in _TEXT_FIELDS if isinstance(record, dict) and record.get(k)), None)
-        if text is None:
-            out.append(BrokenDocument(doc_id, str(path), f"record {n} has no {'/'.join(_TEXT_FIELDS)} field"))
+        if isinstance(record, _BadLine):
+            out.append(BrokenDocument(doc_id, str(path), f"{key}: {record}", key))
+        elif text is None:
+            out.append(BrokenDocument(doc_id, str(path), f"{key}: no {'/'.join(_TEXT_FIELDS)} field", key))
         else:
-            out.append(_checked(Document(doc_id, str(path), text)))
+            out.append(_checked(Document(doc_id, str(path), text, key)))
     return out
 
 
