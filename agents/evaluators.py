@@ -178,7 +178,7 @@ class Agreement:
             except NoEligibleModel:
                 continue
             except ProviderError as exc:
-                return Verdict(False, 0.0, f"second opinion from {other.id} failed: {exc}", self.name)
+                return Verdict(False, 0.0, f"second opinion from {other.id} failed: {exc.summary}", self.name)
             agree = self.normaliser(judged.answer) == self.normaliser(second.text)
             reason = f"{'agrees' if agree else 'disagrees'} with {other.id} ({other.vendor})"
             return Verdict(agree, 1.0 if agree else 0.0, reason, self.name, cost=second.cost)
@@ -246,7 +246,7 @@ class LLMJudge:
                 refused.append(f"{judge.id}: {'; '.join(exc.reasons.values())}")
                 continue
             except ProviderError as exc:
-                return Verdict(False, 0.0, f"judge {judge.id} failed: {exc}", self.name)
+                return Verdict(False, 0.0, f"judge {judge.id} failed: {exc.summary}", self.name)
             return self._verdict(judge, reply.text, reply.cost)
         return Verdict(True, 0.5, f"every judge refused by policy ({' | '.join(refused)}); answer not verified",
                        self.name, verifies=False)  # fmt: skip

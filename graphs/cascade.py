@@ -218,8 +218,9 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
         completion = await ctx.governor.run(reservation, lambda: ctx.gateway.complete(request))
     except ProviderError as exc:
         failed = Attempt(
-            rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}", decision=why
-        )
+            rung, spec.id, spec.vendor, Decimal(0), None, error=f"{type(exc).__name__}: {exc}",
+            error_kind=exc.summary, decision=why,
+        )  # fmt: skip
         update: dict[str, Any] = {"attempts": [failed]}
         if isinstance(exc, ContextWindowExceeded):
             update["min_context"] = spec.context_window + 1

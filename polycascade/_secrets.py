@@ -1,7 +1,10 @@
 """Keep credentials out of logs, ledgers, checkpoints and error text.
 
 Any run of 8 or more characters taken from a secret is replaced, so a provider message that
-echoes part of a key ("Incorrect API key provided: sk-abc…xyz") is scrubbed too.
+echoes part of a key ("Incorrect API key provided: sk-abc…xyz") is scrubbed too. Secrets are the
+values of variables whose names say so (`…_API_KEY`, `…TOKEN`, …), of every variable a models file
+names in `api_key_env` or a tenants file in `key_env` (whatever it is called), and every key
+handed to a vendor's client.
 """
 
 from __future__ import annotations
@@ -11,16 +14,32 @@ import os
 import re
 from functools import lru_cache
 
-__all__ = ["RedactingFilter", "install_logging", "redact", "secret_values"]
+__all__ = ["RedactingFilter", "install_logging", "redact", "register_secret", "register_secret_env", "secret_values"]
 
 _SECRET_NAME = re.compile(r"(API_KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _WINDOW = 8
 MASK = "[redacted]"
 
 
+_NAMED: set[str] = set()  # variables declared to hold keys, whatever their names
+_VALUES: set[str] = set()  # keys seen on their way to a client
+
+
+def register_secret_env(name: str) -> None:
+    """The variable `name` holds a credential (a models file's `api_key_env`, a tenant's `key_env`)."""
+    _NAMED.add(name)
+
+
+def register_secret(value: str) -> None:
+    """`value` is a credential (a key handed to a vendor's client)."""
+    if len(value) >= _WINDOW:
+        _VALUES.add(value)
+
+
 def secret_values() -> tuple[str, ...]:
-    """Values of environment variables whose names mark them as credentials."""
-    return tuple(sorted(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= _WINDOW))
+    """Every credential known: by its variable's name, declared, or seen."""
+    named = (v for k, v in os.environ.items() if (k in _NAMED or _SECRET_NAME.search(k)) and len(v) >= _WINDOW)
+    return tuple(sorted({*named, *_VALUES}))
 
 
 @lru_cache(maxsize=8)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._secrets import register_secret_env
 from .errors import CatalogError
 from .jurisdictions import jurisdiction_code
 from .yamlfile import load_located
@@ -144,6 +145,8 @@ class UserModel(BaseModel):
     def _key_is_a_name(self) -> UserModel:
         if self.api_key_env is not None and len(self.api_key_env) > 64:
             raise ValueError("api_key_env names an environment variable; never put the key itself here")
+        if self.api_key_env is not None:
+            register_secret_env(self.api_key_env)  # whatever it is called, its value is never shown
         return self
 
 

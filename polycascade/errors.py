@@ -123,6 +123,11 @@ class ProviderError(PolycascadeError):
         self.model, self.status = model, status
         super().__init__(f"{model}: {message}")
 
+    @property
+    def summary(self) -> str:
+        """What went wrong without the vendor's words (which may echo a key or a prompt): class and status."""
+        return f"{type(self).__name__} (HTTP {self.status})" if self.status else type(self).__name__
+
 
 class RetryableProviderError(ProviderError):
     """A transient provider failure; `retry_after` is the vendor's hint in seconds, if any."""

@@ -27,7 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.stop import stop_base
 
 from . import errors
-from ._secrets import RedactingFilter, protect_handlers, redact
+from ._secrets import RedactingFilter, protect_handlers, redact, register_secret, register_secret_env
 from .catalog import Catalog, ModelSpec
 from .completer import Completer, call_record
 from .ledger import Ledger, new_call_id
@@ -196,9 +196,11 @@ def _is_loopback(host: str) -> bool:
 
 def _api_key(spec: ModelSpec) -> str | None:
     if spec.api_key_env:
+        register_secret_env(spec.api_key_env)
         key = os.environ.get(spec.api_key_env)
         if not key:
             raise errors.ConfigError(f"model {spec.id} needs the environment variable {spec.api_key_env} set.")
+        register_secret(key)
         return key
     return "unused" if spec.api_base else None  # local servers need no key, but the client wants one
 

@@ -28,6 +28,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._secrets import register_secret_env
 from ._wire import ChatRequest, error, invalid, openapi
 from .errors import BudgetExceeded, ConfigError, NoEligibleModel
 from .service import Service
@@ -77,6 +78,7 @@ class TenantKeys:
             if spec.key_sha256:
                 digests[tenant] = spec.key_sha256
                 continue
+            register_secret_env(spec.key_env or "")
             key = os.environ.get(spec.key_env or "")
             if not key:
                 raise ConfigError(f"{path}: tenant {tenant!r}: environment variable {spec.key_env} is not set.")
@@ -217,7 +219,7 @@ def _extension(result: TaskResult) -> dict[str, Any]:
         "status": result.status,
         "cost_usd": str(result.total_cost),
         "stop_reason": result.stop_reason,
-        "attempts": [a.to_dict() for a in result.attempts],
+        "attempts": [{**a.to_dict(), "error": a.error_kind} for a in result.attempts],  # never the vendor's words
     }
 
 

@@ -80,7 +80,8 @@ class Attempt:
     answer: str | None
     call_id: str | None = None
     verdict: Verdict | None = None
-    error: str | None = None
+    error: str | None = None  # the provider's failure, in full (operators: CLI, ledger)
+    error_kind: str | None = None  # the same without the provider's words: class and status (tenants)
     decision: Mapping[str, Any] | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     input_tokens: int = 0

@@ -267,3 +267,48 @@ def test_a_torn_last_line_is_cut_and_its_document_redone(tmp_path: Path) -> None
         results = _lines(out)  # every line parses: the fragment is gone
         assert sorted(r["key"] for r in results) == ["d0.txt", "d1.txt", "d2.txt"]
         assert [r["key"] for r in results][-1] == torn_key
+
+
+# --- keys: a vendor that echoes one reaches no tenant, no output ---------------------------------
+
+CANARY = "acme-canary-9f3b1c7e5d2a4b6c8e0f"  # held in ACME_LLM_KEY_PROD: a name no pattern would guess
+
+
+def _echoes_the_key(req: Any) -> Any:
+    from polycascade.testing import Fault
+
+    if req.vendor == "acme":  # the private endpoint rejects the key and quotes it back, as some do
+        return Fault(401, message=f"Incorrect API key provided: {req.headers.get('Authorization', '')}")
+    return "the answer"
+
+
+def test_a_key_a_vendor_echoes_reaches_neither_the_tenant_nor_ask_json(tmp_path: Path) -> None:
+    with ScriptedServer(_echoes_the_key) as vendor:
+        private = vendor.model("acme/private", vendor="Acme", jurisdiction="US", input_per_mtok="0.01",
+                               output_per_mtok="0.01", quality=0.9, api_key_env="ACME_LLM_KEY_PROD")  # fmt: skip
+        backup = vendor.model("beta/backup", vendor="Beta", jurisdiction="US", input_per_mtok="1", quality=0.8)
+        models = ModelsFile(models=[private, backup]).write(tmp_path / "models.yaml")
+        env = {**os.environ, "ACME_LLM_KEY_PROD": CANARY, "HARD_KEY": KEY}
+        asked = run_cli("ask", "hello", "--models", str(models), "--no-local", "--json", "--ledger",
+                        str(tmp_path / "ask.db"), env=env)  # fmt: skip
+        assert asked.returncode == 0, asked.stderr
+        assert "the answer" in asked.stdout and "RequestRejected" in asked.stdout  # the failover is shown …
+        assert CANARY[:8] not in asked.stdout + asked.stderr  # … without the key
+
+        policy = _write(tmp_path / "p.yaml", "name: p\nmodels: [acme/private, beta/backup]\n"
+                                             "routes: {both: {models: [acme/private, beta/backup]}}\n")  # fmt: skip
+        tenants = _write(tmp_path / "t.yaml", "tenants: {acme: {key_env: HARD_KEY}}\n")
+        args = ["--policy", str(policy), "--models", str(models), "--tenants", str(tenants), "--no-local",
+                "--ledger", str(tmp_path / "serve.db")]  # fmt: skip
+        with serving(*args, env=env) as url:
+            ask = {"Authorization": f"Bearer {KEY}"}
+            failed_over = requests.post(f"{url}/chat/completions", headers=ask, json={"model": "both", "messages": ASK})
+            only = requests.post(
+                f"{url}/chat/completions", headers=ask, json={"model": "acme/private", "messages": ASK}
+            )
+        for response in (failed_over, only):
+            assert CANARY[:8] not in response.text and "Incorrect API key" not in response.text
+        assert failed_over.status_code == 200, failed_over.text
+        attempts = failed_over.json()["polycascade"]["attempts"]
+        assert [a["error"] for a in attempts] == ["RequestRejected (HTTP 401)", None]  # summarised, not echoed
+        assert only.status_code == 502  # the only model asked rejects the key

@@ -97,7 +97,7 @@ def test_an_unsatisfiable_share_cap_is_refused(tmp_path: Path) -> None:
 
 def test_bad_jurisdiction_code_and_default_class(tmp_path: Path) -> None:
     f = _write(tmp_path, "name: p\ndata_classes:\n  secret: {host_jurisdictions: [japan]}\n")
-    with pytest.raises(PolicyError, match="upper-case codes"):
+    with pytest.raises(PolicyError, match=r"unknown jurisdiction 'japan': use ISO 3166-1 alpha-2"):
         load_policy(f)
     f = _write(tmp_path, "name: p\ndata_classes:\n  secret: {}\n")
     with pytest.raises(PolicyError, match="default_data_class 'internal' is not among data_classes"):
