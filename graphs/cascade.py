@@ -28,7 +28,7 @@ from langgraph.types import Command
 from pydantic import ValidationError
 
 from polycascade.agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
-from polycascade.agents.workers import build_request, extract_json
+from polycascade.agents.workers import build_request, extract_json, request_size
 from polycascade.catalog import ModelSpec
 from polycascade.completer import Completer
 from polycascade.errors import BudgetExceeded, ContextWindowExceeded, ProviderError
@@ -43,7 +43,6 @@ from polycascade.policies.routing import Decision, Need, RoutingSettings, max_ca
 from polycascade.records import frozen, replace
 from polycascade.sync import run_sync
 from polycascade.tasks import Attempt, Task, TaskResult, Verdict
-from polycascade.tokens import estimate_tokens
 from polycascade.types import CallContext
 
 __all__ = ["Cascade", "CascadeContext", "CascadeSettings", "CascadeState"]
@@ -128,11 +127,10 @@ def _call_context(task: Task) -> CallContext:
 
 def _need(task: Task, state: CascadeState, ctx: CascadeContext, answers: tuple[str, ...]) -> Need:
     confirming = state.get("confirming")
-    schema = str(task.schema.model_json_schema()) if task.schema else ""
+    size = request_size(task)
     return Need(
-        input_tokens=task.input_tokens
-        if task.input_tokens is not None
-        else estimate_tokens(task.prompt + (task.system or "") + schema),
+        input_tokens=size.estimate,
+        max_input_tokens=size.bound,
         max_tokens=task.max_tokens,
         capabilities=task.capabilities | ({"tools"} if task.tools else set()),
         tried=frozenset(a.model for a in state.get("attempts", [])),

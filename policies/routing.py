@@ -49,7 +49,8 @@ PLAN_MAX_CALLS = 4  # a plan by worth asks at most a, b, an arbiter c and a four
 class Need:
     """What the next call needs."""
 
-    input_tokens: int = 0
+    input_tokens: int = 0  # the prompt's estimate: routing and context windows
+    max_input_tokens: int | None = None  # the most it can count (None: input_tokens): what budgets reserve
     max_tokens: int = 512
     capabilities: frozenset[str] = frozenset()
     tried: frozenset[str] = frozenset()
@@ -162,7 +163,8 @@ def expected_call_cost(spec: ModelSpec, need: Need, output_fraction: float) -> f
 
 def max_call_cost(spec: ModelSpec, need: Need) -> Decimal:
     """The most this call can cost: what budgets reserve."""
-    return _worst_case(spec.input_price, spec.output_price, need.input_tokens, need.max_tokens)
+    bound = need.input_tokens if need.max_input_tokens is None else need.max_input_tokens
+    return _worst_case(spec.input_price, spec.output_price, bound, need.max_tokens)
 
 
 @lru_cache(maxsize=4096)  # several rules ask it of every candidate of every decision

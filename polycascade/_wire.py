@@ -13,11 +13,10 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .tasks import MAX_TOKENS
 from .types import Message, ToolCall
 
 __all__ = ["MAX_TOKENS", "ChatRequest", "error", "invalid", "openapi"]
-
-MAX_TOKENS = 1_000_000  # above any model's output: a larger ask is a mistake, never a reservation
 
 
 class _Open(BaseModel):

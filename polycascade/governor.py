@@ -42,7 +42,7 @@ from .completer import Completer
 from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
 from .ledger import Ledger, MemoryLedger
 from .records import frozen, replace
-from .tokens import estimate_tokens
+from .tokens import prompt_size
 from .types import CallContext, Completion, CompletionRequest
 
 __all__ = ["DEFAULT_POLICY", "GovernedGateway", "Governor", "Reservation", "Why"]
@@ -276,9 +276,8 @@ class GovernedGateway:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         ctx = request.context
-        need = Need(
-            input_tokens=sum(estimate_tokens(m.content) for m in request.messages), max_tokens=request.max_tokens
-        )
+        size = prompt_size(request.messages, request.tools, request.json_schema)
+        need = Need(input_tokens=size.estimate, max_input_tokens=size.bound, max_tokens=request.max_tokens)
         spec = self.catalog[request.model]
         reservation = await self.governor.admit(spec, need, ctx)
         outbound = self.governor.prepare(request, spec)

@@ -12,7 +12,8 @@ class and field values, which unpickling passes to that `__init__` (a backtest's
 back tens of thousands of scores; the default for slotted dataclasses is four times slower).
 
 Plain fields, defaults and default factories only: anything else (`InitVar`, `kw_only`,
-`init=False`, `__post_init__`) is refused when the class is made.
+`init=False`, `__post_init__`) is refused when the class is made. A record that must check its
+values defines `__check__(self)`, which `__init__` and `replace` call last.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def _init(cls: type[Any]) -> Any:
         else:
             params.append(f.name)
         body.append(f"    _set_{f.name}(self, {value})")
+    if hasattr(cls, "__check__"):
+        body.append("    self.__check__()")
     source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
     return _compiled(cls, "__init__", source, env)
 
@@ -90,6 +93,7 @@ def _replacer(cls: type[Any]) -> Any:
     body += [
         "    if changes:",
         f"        raise TypeError(f'{cls.__name__} has no field(s) {{\", \".join(changes)}}')",
+        *(["    new.__check__()"] if hasattr(cls, "__check__") else []),
         "    return new",
     ]
     return _compiled(cls, "__replace__", "def __replace__(self, /, **changes):\n" + "\n".join(body), env)

@@ -6,16 +6,18 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel
 
+from .errors import ConfigError
 from .records import frozen
 from .types import Message, ToolCall
 
 __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
 
 Status = Literal["verified", "unverified", "failed"]
+MAX_TOKENS = 1_000_000  # above any model's output: a larger ask is a mistake, never a reservation
 
 
 @frozen
@@ -41,6 +43,23 @@ class Task:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_id: str = "adhoc"
     tenant: str = "default"
+
+    def __check__(self) -> None:
+        """Values no call could honour are the caller's mistake, refused before anything is reserved."""
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            _refuse("max_tokens", f"must be a whole number, got {self.max_tokens!r}")
+        if not 1 <= self.max_tokens <= MAX_TOKENS:
+            _refuse("max_tokens", f"must be 1 to {MAX_TOKENS:,}, got {self.max_tokens:,}")
+        if not self.timeout_s > 0:
+            _refuse("timeout_s", f"must be positive, got {self.timeout_s}")
+        if self.input_tokens is not None and self.input_tokens < 0:
+            _refuse("input_tokens", f"cannot be negative, got {self.input_tokens}")
+        if self.cost_ceiling is not None and self.cost_ceiling < 0:
+            _refuse("cost_ceiling", f"cannot be negative, got {self.cost_ceiling}")
+
+
+def _refuse(parameter: str, problem: str) -> NoReturn:
+    raise ConfigError(f"`{parameter}` {problem}", parameter=parameter)
 
 
 @frozen

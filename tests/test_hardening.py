@@ -14,6 +14,8 @@ import openai
 import pytest
 import requests
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from polycascade.catalog import ModelsFile
 from polycascade.policies.config import DataClassRule, Policy, load_policy
@@ -312,3 +314,108 @@ def test_a_key_a_vendor_echoes_reaches_neither_the_tenant_nor_ask_json(tmp_path:
         attempts = failed_over.json()["polycascade"]["attempts"]
         assert [a["error"] for a in attempts] == ["RequestRejected (HTTP 401)", None]  # summarised, not echoed
         assert only.status_code == 502  # the only model asked rejects the key
+
+
+# --- budgets: a reservation covers everything a call sends ---------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400)  # emoji, CJK, controls …
+_MESSAGES = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": _TEXT}),
+    min_size=1, max_size=6,
+)  # fmt: skip
+_TOOLS = st.lists(
+    st.builds(
+        lambda name, text: {
+            "type": "function",
+            "function": {"name": name, "description": text, "parameters": {"type": "object", "properties": {
+                "q": {"type": "string", "description": text}}}},
+        },
+        st.from_regex(r"[a-z_]{1,20}", fullmatch=True), _TEXT,
+    ),
+    max_size=3,
+)  # fmt: skip
+
+
+def _bills_like_a_real_tokenizer(req: Any) -> Any:
+    """Bills the prompt as GPT-4o's tokenizer counts it (tools included) and answers at max_tokens."""
+    import litellm
+
+    from polycascade.testing import Reply
+
+    prompt = litellm.token_counter(model="gpt-4o", messages=req.messages, tools=req.body.get("tools") or None)
+    completion = int(req.body.get("max_tokens") or 1)
+    return Reply("x", usage={"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def billed() -> Iterator[Any]:
+    from polycascade import Catalog, cascade
+
+    with ScriptedServer(_bills_like_a_real_tokenizer) as vendor:
+        spec = vendor.model("acme/m", vendor="Acme", jurisdiction="US", input_per_mtok="3", output_per_mtok="15",
+                            capabilities=["tools"])  # fmt: skip
+        yield cascade(["acme/m"], catalog=Catalog.bundled().with_models([spec]))
+
+
+@given(messages=_MESSAGES, tools=_TOOLS, max_tokens=st.integers(1, 4000))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_reservation_covers_the_call_it_pays_for(billed: Any, messages: Any, tools: Any, max_tokens: int) -> None:
+    from polycascade import Task
+    from polycascade.types import Message
+
+    conversation = tuple(Message(m["role"], m["content"]) for m in messages)
+    result = billed.run_sync(Task("", messages=conversation, tools=tuple(tools), max_tokens=max_tokens))
+    [attempt] = result.attempts
+    assert attempt.decision is not None and attempt.cost > 0
+    assert attempt.cost <= attempt.decision.reservation.amount, (attempt.cost, attempt.decision.reservation.amount)
+
+
+def test_a_burst_of_long_requests_stays_within_the_run_budget(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    import aiohttp
+
+    with ScriptedServer(lambda req: "fine", latency_s=0.2) as vendor:
+        spec = vendor.model("acme/m", vendor="Acme", jurisdiction="US", input_per_mtok="0.2", output_per_mtok="1",
+                            context_window=128_000)  # fmt: skip
+        models = ModelsFile(models=[spec]).write(tmp_path / "models.yaml")
+        policy = _write(tmp_path / "p.yaml", "name: p\nmodels: [acme/m]\nbudgets: {per_run_usd: 0.02}\n")
+        tenants = _write(tmp_path / "t.yaml", "tenants: {acme: {key_env: HARD_KEY}}\n")
+        ledger = tmp_path / "ledger.db"
+        args = ["--policy", str(policy), "--models", str(models), "--tenants", str(tenants), "--no-local",
+                "--ledger", str(ledger)]  # fmt: skip
+        long_system = "Policy text. " * 3300  # ~43k characters, sent whole with every request
+        messages = [{"role": "system", "content": long_system}, {"role": "user", "content": "ok?"}]
+        body = {"model": "acme/m", "max_tokens": 50, "messages": messages}
+
+        async def burst(url: str) -> list[int]:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as session:
+
+                async def one() -> int:
+                    async with session.post(f"{url}/chat/completions", json=body) as reply:
+                        return reply.status
+
+                return await asyncio.gather(*(one() for _ in range(150)))
+
+        with serving(*args, env={**os.environ, "HARD_KEY": KEY}) as url:
+            statuses = asyncio.run(burst(url))
+        spent = sqlite3.connect(ledger).execute("SELECT COALESCE(SUM(cost_pico), 0) FROM calls").fetchone()[0] / 1e12
+        assert statuses.count(200) >= 1 and set(statuses) <= {200, 429}, statuses
+        assert spent <= 0.02, f"ledger ${spent:.4f} over the $0.02 budget ({statuses.count(200)} answered)"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("max_tokens", -100000), ("max_tokens", 10**12), ("max_tokens", 1.5), ("timeout_s", 0)]
+)
+def test_a_task_no_call_could_honour_is_refused_naming_the_parameter(field: str, value: Any) -> None:
+    from polycascade import ConfigError, Task
+
+    with pytest.raises(ConfigError, match=f"`{field}`") as caught:
+        Task("x", **{field: value})
+    assert caught.value.parameter == field
+    with pytest.raises(ConfigError, match=f"`{field}`"):  # a copy is checked as well
+        from polycascade.records import replace
+
+        replace(Task("x"), **{field: value})
