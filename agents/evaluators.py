@@ -55,6 +55,7 @@ class Judged:
     finish_reason: str | None = None
     earlier: tuple[tuple[str, str, str], ...] = ()  # (model, vendor, answer) of this task's earlier rungs
     tool_calls: tuple[object, ...] = ()
+    failing_vendors: frozenset[str] = frozenset()  # vendors that failed this task (rate limit, outage): not asked
 
 
 @frozen
@@ -143,12 +144,23 @@ def normalise(text: str) -> str:
 
 
 def _other_vendors(models: Sequence[ModelSpec], judged: Judged, services: EvalServices) -> list[ModelSpec]:
-    return [m for m in models if m.vendor != judged.spec.vendor and services.allow(m)]
+    """Models that may check this answer: another vendor's, allowed this data, and not failing this task."""
+    return [
+        m
+        for m in models
+        if m.vendor != judged.spec.vendor and m.vendor not in judged.failing_vendors and services.allow(m)
+    ]
 
 
 def _forbidden(models: Sequence[ModelSpec], judged: Judged, evaluator: str) -> Verdict | None:
-    """Other vendors exist but policy keeps this data from all of them: accept, unverified, and say why."""
-    if any(m.vendor != judged.spec.vendor for m in models):
+    """Other vendors exist but policy keeps this data from all of them, or they are failing this task:
+    accept, unverified, and say why."""
+    others = [m for m in models if m.vendor != judged.spec.vendor]
+    if others and all(m.vendor in judged.failing_vendors for m in others):
+        failing = ", ".join(sorted({m.vendor for m in others}))
+        return Verdict(True, 0.5, f"every other vendor failed this task ({failing}); answer not verified", evaluator,
+                       verifies=False)  # fmt: skip
+    if others:
         reason = f"no model of another vendor may see {judged.task.data_class} data; answer not verified"
         return Verdict(True, 0.5, reason, evaluator, verifies=False)
     return None

@@ -238,8 +238,9 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
     spec = ctx.gateway.catalog[pending.attempt.model]
     earlier = tuple((a.model, a.vendor, a.answer) for a in state.get("attempts", []) if a.answer is not None)
     judged = Judged(
-        task, pending.attempt.answer or "", spec, pending.finish_reason, earlier, pending.attempt.tool_calls
-    )
+        task, pending.attempt.answer or "", spec, pending.finish_reason, earlier, pending.attempt.tool_calls,
+        failing_vendors=state.get("avoid_vendors", frozenset()),
+    )  # fmt: skip
     try:
         verdict = await ctx.evaluator(judged, ctx.eval_services)
     except BudgetExceeded as exc:  # the answer is paid for: keep it, unverified, and say why

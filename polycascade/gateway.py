@@ -23,7 +23,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 
 import litellm
 import litellm.exceptions as llm_errors
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
 from . import errors
@@ -46,20 +46,28 @@ protect_handlers()  # LiteLLM attaches handlers of its own at import
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Retries of one call on transient failures: jittered exponential backoff, Retry-After honoured."""
+    """Retries of one call on transient failures: jittered exponential backoff, Retry-After honoured.
+
+    A vendor that asks for a longer wait than `max_retry_after_s` is not waited for: the call fails
+    now and the cascade fails over to another vendor (waiting would only make the caller wait).
+    """
 
     max_attempts: int = 4
     initial_s: float = 0.5
     max_backoff_s: float = 20.0
-    max_retry_after_s: float = 60.0
+    max_retry_after_s: float = 5.0
 
     def backoff_s(self, attempt: int, error: BaseException) -> float:
         """The wait after failed attempt number `attempt` (from 1): the vendor's Retry-After if it sent one."""
         hint = getattr(error, "retry_after", None)
         if hint is not None:
-            return float(min(hint, self.max_retry_after_s))
+            return float(min(hint, self.max_retry_after_s))  # a longer one is not waited for: `worth_waiting`
         ceiling = min(self.max_backoff_s, self.initial_s * 2 ** (attempt - 1))
         return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never above the cap
+
+    def worth_waiting(self, error: BaseException) -> bool:
+        hint = getattr(error, "retry_after", None)
+        return hint is None or hint <= self.max_retry_after_s
 
 
 _log = logging.getLogger("polycascade.gateway")
@@ -140,12 +148,12 @@ class Gateway:
         except errors.RetryableProviderError as exc:
             first = exc
         attempts, wait = self.retry.max_attempts, self.retry.backoff_s(1, first)
-        if attempts <= 1 or _past(deadline, wait):
+        if attempts <= 1 or _past(deadline, wait) or not self.retry.worth_waiting(first):
             raise first
         _log_retry(model, wait, first, 1, attempts)
         await asyncio.sleep(wait)
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(errors.RetryableProviderError),
+            retry=retry_if_exception_type(errors.RetryableProviderError) & retry_if_exception(self.retry.worth_waiting),
             wait=lambda state: self.retry.backoff_s(state.attempt_number + 1, _failure(state)),
             stop=stop_after_attempt(attempts - 1) | _StopPast(deadline),
             before_sleep=lambda state: _log_retry(

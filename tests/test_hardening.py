@@ -419,3 +419,37 @@ def test_a_task_no_call_could_honour_is_refused_naming_the_parameter(field: str,
         from polycascade.records import replace
 
         replace(Task("x"), **{field: value})
+
+
+# --- failover: a long Retry-After means go elsewhere now, judges included ----------------------
+
+
+def test_a_long_retry_after_fails_over_at_once_and_the_judge_avoids_that_vendor() -> None:
+    import time
+
+    from polycascade import Catalog, Task, cascade
+    from polycascade.agents.evaluators import LLMJudge
+    from polycascade.testing import Fault
+
+    def vendors(req: Any) -> Any:
+        if req.vendor == "busyco":
+            return Fault.rate_limit(retry_after=10)
+        return "SCORE: 9" if "judge" in req.model else "Paris"
+
+    with ScriptedServer(vendors) as server:
+        models = [
+            server.model("busy/cheap", vendor="BusyCo", jurisdiction="US", input_per_mtok="0.1", quality=0.9),
+            server.model("busy/judge", vendor="BusyCo", jurisdiction="US", input_per_mtok="0.1", quality=0.9),
+            server.model("calm/mid", vendor="CalmCo", jurisdiction="US", input_per_mtok="1", quality=0.9),
+            server.model("fair/judge", vendor="FairCo", jurisdiction="US", input_per_mtok="3", quality=0.9),
+        ]
+        catalog = Catalog.bundled().with_models(models)
+        judge = LLMJudge([catalog["busy/judge"], catalog["fair/judge"]])
+        pipeline = cascade(["busy/cheap", "calm/mid"], catalog=catalog, evaluator=judge)
+        started = time.monotonic()
+        result = pipeline.run_sync(Task("Capital of France?"))
+        waited = time.monotonic() - started
+        assert result.status == "verified" and result.model == "calm/mid", result.stop_reason
+        assert waited < 3, f"waited {waited:.1f} s for a vendor that asked for 10"
+        assert server.count(vendor="busyco") == 1  # asked once for the answer; never again, not as a judge
+        assert result.verdict is not None and "fair/judge" in result.verdict.reason
