@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .agents.evaluators import Evaluator, LLMJudge
-from .catalog import LOCAL_MODEL_ID, Catalog, ModelSpec
+from .catalog import LOCAL_MODEL_ID, Catalog, ModelSpec, UserModel
 from .completer import Completer
 from .errors import ConfigError
 from .governor import DEFAULT_POLICY, Governor
@@ -101,11 +101,11 @@ class Service:
 
 
 def assemble(
-    models: Sequence[str | ModelSpec] = (),
+    models: Sequence[str | ModelSpec | UserModel] = (),
     *,
     policy: Policy | str | Path | None = None,
     models_file: Path | None = None,
-    judges: Sequence[str | ModelSpec] = (),
+    judges: Sequence[str | ModelSpec | UserModel] = (),
     catalog: Catalog | None = None,
     ledger: Ledger | str = "memory://",
     run_budget_usd: Decimal | None = None,
@@ -113,12 +113,12 @@ def assemble(
     completer: CompleterFactory | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Service:
-    """The runtime over `models` (catalog ids or specs) and `policy` (a Policy, a file or a preset name).
+    """The runtime over `models` (catalog ids, or entries to add) and `policy` (a Policy, a file or a preset).
 
     `served`: self-hosted models running now (`open_service` starts the local rung); `completer`: the
     model seam (LiteLLM's gateway by default; a backtest replays recorded answers instead).
     """
-    specs = [m for m in (*models, *judges) if isinstance(m, ModelSpec)]
+    specs = [m for m in (*models, *judges) if not isinstance(m, str)]
     catalog = (catalog or Catalog.load(models_file)).with_models([*specs, *served])
     loaded = load_policy(policy, catalog) if isinstance(policy, (str, Path)) else None
     the_policy = loaded.policy if loaded else policy if isinstance(policy, Policy) else DEFAULT_POLICY
@@ -146,7 +146,7 @@ def assemble(
 
 @contextlib.contextmanager
 def open_service(
-    models: Sequence[str | ModelSpec] = (),
+    models: Sequence[str | ModelSpec | UserModel] = (),
     *,
     local: bool = True,
     ledger: Ledger | str = "memory://",
