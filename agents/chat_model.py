@@ -31,7 +31,7 @@ from polycascade.agents.schemas import as_checked_model, json_schema_of
 from polycascade.errors import PolycascadeError
 from polycascade.service import Service, open_service
 from polycascade.sync import run_sync
-from polycascade.tasks import Task, TaskResult
+from polycascade.tasks import DEFAULT_TIMEOUT_S, Task, TaskResult
 from polycascade.types import Message, ToolCall
 
 __all__ = ["PolycascadeChat"]
@@ -52,6 +52,7 @@ class PolycascadeChat(BaseChatModel):
     data_class: str | None = None  # None: the policy's default
     tenant: str = "default"
     max_tokens: int = 1024
+    timeout: float = DEFAULT_TIMEOUT_S  # each model call's, in seconds (LangChain's standard parameter)
     evaluator: Any = None  # attach one to escalate on failed checks
     ledger: Any = "memory://"
     local: bool = False
@@ -119,11 +120,13 @@ class PolycascadeChat(BaseChatModel):
             data_class=self.data_class,
             tenant=self.tenant,
             max_tokens=self.max_tokens,
+            timeout_s=self.timeout,
         )
         pool = service.resolve([kwargs["model"]]) if kwargs.get("model") else None  # a per-call pin
         result = await service.cascade(pool, evaluator=self.evaluator).run(task)
         if result.status == "failed":
-            raise PolycascadeError(f"no answer: {result.stop_reason}")
+            failures = "; ".join(f"{a.model}: {a.error_kind}" for a in result.attempts if a.error_kind)
+            raise PolycascadeError(f"no answer: {result.stop_reason}" + (f" (after {failures})" if failures else ""))
         return ChatResult(generations=[ChatGeneration(message=_to_ai_message(result))])
 
     def _generate(

@@ -128,16 +128,21 @@ def assemble(
     pool = list({m.id: m for m in [*policy_pool, *named]}.values())
     pool = [m for m in pool if m.id != LOCAL_MODEL_ID or m.api_base]  # an unserved local rung cannot answer
     store = open_ledger(ledger) if isinstance(ledger, str) else ledger
-    gateway = completer(catalog, store) if completer else _litellm_gateway(catalog, store)
-    skipped = {m.id: keys for m in pool if (keys := gateway.missing_credentials(m))}
-    pool = [m for m in pool if m.id not in skipped]
-    if not pool:
-        raise ConfigError(
-            "no models to use: name them with `models` or a `policy` with models (and set their API keys), "
-            "or serve the local rung (pip install 'polycascade[local]', open_service(local=True))",
-            parameter="models",
-        )
-    named_judges = [catalog[j if isinstance(j, str) else j.id] for j in judges]
+    try:
+        gateway = completer(catalog, store) if completer else _litellm_gateway(catalog, store)
+        skipped = {m.id: keys for m in pool if (keys := gateway.missing_credentials(m))}
+        pool = [m for m in pool if m.id not in skipped]
+        if not pool:
+            raise ConfigError(
+                "no models to use: name them with `models` or a `policy` with models (and set their API keys), "
+                "or serve the local rung (pip install 'polycascade[local]', open_service(local=True))",
+                parameter="models",
+            )
+        named_judges = [catalog[j if isinstance(j, str) else j.id] for j in judges]
+    except BaseException:
+        if isinstance(ledger, str):  # opened here: closed here
+            _close(store)
+        raise
     chosen_judges = named_judges or list(policy_judges) or _strongest_first(pool)
     chosen_judges = [j for j in chosen_judges if not gateway.missing_credentials(j)]
     governor = Governor(the_policy, store, clock=clock)

@@ -17,6 +17,7 @@ from .types import Message, ToolCall
 __all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
 
 Status = Literal["verified", "unverified", "failed"]
+DEFAULT_TIMEOUT_S = 60.0  # each call's
 MAX_TOKENS = 1_000_000  # above any model's output: a larger ask is a mistake, never a reservation
 
 
@@ -34,7 +35,7 @@ class Task:
     system: str | None = None
     schema: type[BaseModel] | None = None
     max_tokens: int = 512
-    timeout_s: float = 60.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     cost_ceiling: Decimal | None = None
     capabilities: frozenset[str] = frozenset()
     input_tokens: int | None = None  # the prompt's size when known; otherwise estimated

@@ -188,3 +188,29 @@ def test_a_policy_object_resolves_tasks_in_one_place() -> None:
     task = policy.resolve(Task("x"))
     assert (task.data_class, task.kind) == ("confidential", "general")
     assert policy.resolve(task) is task  # already resolved: unchanged
+
+
+def test_a_failed_assembly_closes_the_ledger_it_opened(tmp_path: Path) -> None:
+    from polycascade import ConfigError
+    from polycascade.service import assemble
+
+    ledger = tmp_path / "ledger.db"
+
+    def open_handles() -> int:
+        return sum(1 for fd in Path("/proc/self/fd").iterdir() if str(ledger) in os.path.realpath(fd))
+
+    with pytest.raises(ConfigError, match="no models to use") as caught:
+        assemble(ledger=str(ledger))  # no policy, no models: nothing to run
+    assert caught.value.parameter == "models" and open_handles() == 0
+
+
+def test_polycascade_chat_honours_its_timeout(setup: Setup) -> None:
+    from polycascade import PolycascadeError
+    from polycascade.testing import ScriptedServer
+
+    with ScriptedServer(lambda req: "late", latency_s=2.0) as slow:
+        model = slow.model("slow/m", vendor="Slowco", jurisdiction="US", input_per_mtok="1")
+        llm = PolycascadeChat(models=["slow/m"], catalog=Catalog.bundled().with_models([model]), timeout=0.3)
+        with pytest.raises(PolycascadeError, match="ProviderTimeout"):
+            llm.invoke("hello")
+        llm.close()
