@@ -6,7 +6,6 @@ site, where the network guard refuses any non-loopback address while tests run.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -146,24 +145,26 @@ class Gateway:
         try:
             return await once()
         except errors.RetryableProviderError as exc:
-            first = exc
-        attempts, wait = self.retry.max_attempts, self.retry.backoff_s(1, first)
-        if attempts <= 1 or _past(deadline, wait) or not self.retry.worth_waiting(first):
-            raise first
-        _log_retry(model, wait, first, 1, attempts)
-        await asyncio.sleep(wait)
+            failures = [exc]  # tenacity's first attempt replays this failure: one path decides every wait
+
+        async def again() -> Completion:
+            if failures:
+                raise failures.pop()
+            return await once()
+
+        attempts = self.retry.max_attempts
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(errors.RetryableProviderError) & retry_if_exception(self.retry.worth_waiting),
-            wait=lambda state: self.retry.backoff_s(state.attempt_number + 1, _failure(state)),
-            stop=stop_after_attempt(attempts - 1) | _StopPast(deadline),
+            wait=lambda state: self.retry.backoff_s(state.attempt_number, _failure(state)),
+            stop=stop_after_attempt(attempts) | _StopPast(deadline),
             before_sleep=lambda state: _log_retry(
-                model, state.upcoming_sleep, _failure(state), state.attempt_number + 1, attempts
+                model, state.upcoming_sleep, _failure(state), state.attempt_number, attempts
             ),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await once()
+                return await again()
         raise AssertionError("unreachable: tenacity returns the result or re-raises the last error")
 
     async def _record(
