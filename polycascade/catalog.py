@@ -354,8 +354,8 @@ def _apply(base: ModelSpec | None, m: UserModel) -> ModelSpec:
         changes["capabilities"] = frozenset(m.capabilities)
     moved = m.api_base is not None and m.api_base != base.api_base and (m.hosting or base.hosting) == "api"
     if moved and m.host_jurisdiction is None:  # another endpoint: the catalog's host no longer says where it runs
-        changes["host"] = m.host or urlsplit(m.api_base or "").hostname or "undeclared"
-        changes["host_jurisdiction"] = UNKNOWN_JURISDICTION
+        host, changes["host_jurisdiction"] = _undeclared_host(m.api_base or "")
+        changes["host"] = m.host or host
     return replace(base, **changes)
 
 
@@ -374,7 +374,7 @@ def _new_spec(m: UserModel) -> ModelSpec:
     if hosting == "self_hosted":
         default_host = (vendor, country)
     elif m.api_base is not None:  # a private endpoint: where it runs is whatever its owner declares, or unknown
-        default_host = (urlsplit(m.api_base).hostname or m.api_base, UNKNOWN_JURISDICTION)
+        default_host = _undeclared_host(m.api_base)
     else:
         default_host = _vendor_table().host_of(m.provider)
     return ModelSpec(
@@ -396,6 +396,11 @@ def _new_spec(m: UserModel) -> ModelSpec:
         api_key_env=m.api_key_env,
         quality=m.quality,
     )
+
+
+def _undeclared_host(api_base: str) -> tuple[str, str]:
+    """An endpoint whose owner did not say where it runs: named by its address, in no known jurisdiction."""
+    return urlsplit(api_base).hostname or api_base, UNKNOWN_JURISDICTION
 
 
 def _litellm_name(provider: str, name: str) -> str:
