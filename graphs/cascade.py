@@ -212,7 +212,7 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
     why = Why(decision, ctx.governor.policy.name, reservation)
     context = replace(ctx.call, node="attempt", decision=why)
     try:
-        request = ctx.governor.prepare(build_request(task, spec, context), spec)
+        request = ctx.governor.prepare(build_request(task, spec, context), reservation)
         completion = await ctx.governor.run(reservation, lambda: ctx.gateway.complete(request))
     except ProviderError as exc:
         failed = Attempt(

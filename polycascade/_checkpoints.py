@@ -12,8 +12,11 @@ As with the SQLite ledger, a statement blocks the loop only for its own duration
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-__all__ = ["InlineSqliteSaver", "open_checkpoints"]
+from .types import Completion, ToolCall, Usage
+
+__all__ = ["InlineSqliteSaver", "SqliteAnswers", "open_answers", "open_checkpoints"]
 
 
 class InlineSqliteSaver(SqliteSaver):
@@ -70,5 +75,53 @@ def open_checkpoints(path: str | Path) -> Iterator[InlineSqliteSaver]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         yield InlineSqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+class SqliteAnswers:
+    """The answer journal `completer.Recall` reuses, in the checkpoint file beside LangGraph's tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._db, self._lock = conn, threading.Lock()
+        conn.execute("CREATE TABLE IF NOT EXISTS polycascade_answers (key TEXT PRIMARY KEY, completion TEXT NOT NULL)")
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute("SELECT completion FROM polycascade_answers WHERE key = ?", (key,)).fetchone()
+        return _completion(json.loads(row[0])) if row else None
+
+    def put(self, key: str, completion: Completion) -> None:
+        kept = json.dumps(_kept(completion), ensure_ascii=False)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO polycascade_answers VALUES (?, ?)", (key, kept))
+
+
+def _kept(c: Completion) -> dict[str, Any]:
+    return {
+        "call_id": c.call_id, "model": c.model, "vendor": c.vendor, "text": c.text,
+        "tool_calls": [[t.id, t.name, t.arguments] for t in c.tool_calls],
+        "usage": [c.usage.input_tokens, c.usage.output_tokens], "cost": str(c.cost), "latency_s": c.latency_s,
+        "attempts": c.attempts, "finish_reason": c.finish_reason,
+    }  # fmt: skip
+
+
+def _completion(kept: dict[str, Any]) -> Completion:
+    return Completion(
+        call_id=kept["call_id"], model=kept["model"], vendor=kept["vendor"], text=kept["text"],
+        tool_calls=tuple(ToolCall(*t) for t in kept["tool_calls"]), usage=Usage(*kept["usage"]),
+        cost=Decimal(kept["cost"]), latency_s=kept["latency_s"], attempts=kept["attempts"],
+        finish_reason=kept["finish_reason"],
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_answers(path: str | Path) -> Iterator[SqliteAnswers]:
+    """The answer journal in the checkpoint file at `path` (its own connection, WAL as `open_checkpoints`)."""
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        yield SqliteAnswers(conn)
     finally:
         conn.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from . import _ledger_sql as sql
 from ._accounts import Load, Reserved
 from .errors import ConfigError
-from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico, to_pico
+from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico
 
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -44,6 +43,11 @@ class PostgresLedger:
         if not _TABLE.match(table):
             raise ConfigError(f"ledger table name {table!r}: use lower-case letters, digits and _")
         self.url, self.table = url, table
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in sql.COLUMNS if c != "call_id")
+        self.upsert = (  # a call recorded again (its row in flight, then its outcome) replaces itself
+            f"INSERT INTO {table} ({', '.join(sql.COLUMNS)}) VALUES ({', '.join(['%s'] * len(sql.COLUMNS))}) "
+            f"ON CONFLICT (call_id) DO UPDATE SET {updates}"
+        )
         self._conns: dict[int, Any] = {}
 
     async def _conn(self) -> Any:
@@ -72,13 +76,7 @@ class PostgresLedger:
             return list(await cur.fetchall()) if cur.description else []
 
     async def write(self, rec: CallRecord) -> None:
-        columns = ", ".join(sql.COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in sql.COLUMNS if c != "call_id")
-        await self._run(
-            f"INSERT INTO {self.table} ({columns}) VALUES ({', '.join(['%s'] * len(sql.COLUMNS))}) "
-            f"ON CONFLICT (call_id) DO UPDATE SET {updates}",
-            sql.to_row(rec),
-        )
+        await self._run(self.upsert, sql.to_row(rec))
 
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
         await self._run(
@@ -89,6 +87,9 @@ class PostgresLedger:
     async def get(self, call_id: str) -> CallRecord | None:
         rows = await self._run(f"{sql.SELECT.format(table=self.table)} WHERE call_id = %s", (call_id,))
         return sql.to_record(rows[0]) if rows else None
+
+    async def close_in_flight(self, call_id: str, outcome: Outcome | None, cost: Decimal) -> None:
+        await self._run(*sql.close_in_flight(self.table, "%s", call_id, outcome, cost))
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
         where, args = sql.where("%s", run_id=run_id, task_id=task_id)
@@ -122,29 +123,29 @@ class PostgresLedger:
 class PostgresAccounts:
     """Shared by every worker using the same PostgreSQL ledger: caps and budgets hold across all of them.
 
-    A reservation whose worker died is ignored after `stale_s` (its call, if it happened, is in the
-    ledger by then, or never will be).
+    A reservation is its row in flight in the ledger table, written inside the transaction that
+    holds the lock, so the next decision anywhere counts it; the call's own row replaces it. A
+    worker that dies mid-call leaves its row, counted at the reserved cost (money may have been
+    spent), and shown as in flight by `report` and `explain`.
     """
 
-    def __init__(self, ledger: Any, *, stale_s: float = 900.0, table: str | None = None) -> None:
-        self.ledger, self.stale_s = ledger, stale_s
-        self.table = table or f"{ledger.table}_reservations"
+    durable = True
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+        self.live: set[str] = set()  # this process's reservations, released once each
         self._locks: dict[int, asyncio.Lock] = {}
         self._conns: dict[int, Any] = {}
 
     async def _conn(self) -> Any:
-        """Our own connection per loop: the ledger's writes must not ride inside our transactions."""
+        """Our own connection per loop: the lock's transaction must not hold up the ledger's writes."""
         import psycopg
 
         loop_id = id(asyncio.get_running_loop())
         conn = self._conns.get(loop_id)
         if conn is None or conn.closed:
+            await self.ledger._conn()  # the table exists
             conn = await psycopg.AsyncConnection.connect(self.ledger.url, autocommit=True)
-            await create_once(
-                conn,
-                f"CREATE TABLE IF NOT EXISTS {self.table} (id TEXT PRIMARY KEY, vendor TEXT NOT NULL, api BOOLEAN "
-                "NOT NULL, amount_pico BIGINT NOT NULL, scopes TEXT[] NOT NULL, created DOUBLE PRECISION NOT NULL)",
-            )
             self._conns[loop_id] = conn
         return conn
 
@@ -154,44 +155,24 @@ class PostgresAccounts:
         async with self._locks.setdefault(loop_id, asyncio.Lock()):
             conn = await self._conn()
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.ledger.table,))
                 yield
 
-    async def _fetch(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = await self._conn()
-        async with conn.cursor() as cur:
-            await cur.execute(query, args)
-            return list(await cur.fetchall())
-
     async def committed(self, scope: str, settled: Load) -> Decimal:
-        [(pico,)] = await self._fetch(
-            f"SELECT COALESCE(SUM(amount_pico), 0) FROM {self.table} WHERE %s = ANY(scopes) AND created > %s",
-            (scope, time.time() - self.stale_s),
-        )
-        return await settled() + from_pico(int(pico))
+        return await settled()  # rows in flight included
 
     async def vendor_committed(self, since: float) -> tuple[dict[str, Decimal], dict[str, int]]:
         rows = await self.ledger.spend_by("vendor", since=since, api_only=True)
-        spend = {v: r.cost for v, r in rows.items()}
-        calls = {v: r.calls for v, r in rows.items()}
-        for vendor, pico, n in await self._fetch(
-            f"SELECT vendor, SUM(amount_pico), COUNT(*) FROM {self.table} WHERE api AND created > %s GROUP BY vendor",
-            (time.time() - self.stale_s,),
-        ):
-            spend[vendor] = spend.get(vendor, Decimal(0)) + from_pico(int(pico))
-            calls[vendor] = calls.get(vendor, 0) + int(n)
-        return spend, calls
+        return {v: r.cost for v, r in rows.items()}, {v: r.calls for v, r in rows.items()}
 
-    async def reserve(self, r: Reserved) -> None:
-        conn = await self._conn()
-        await conn.execute(
-            f"INSERT INTO {self.table} (id, vendor, api, amount_pico, scopes, created) VALUES (%s, %s, %s, %s, %s, %s)",
-            (r.id, r.vendor, r.api, to_pico(r.amount), list(r.scopes), time.time()),
-        )
+    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> None:
+        assert row is not None, "durable accounts keep each reservation as its row in flight"
+        conn = await self._conn()  # inside `exclusive`: the row commits with the decision
+        await conn.execute(self.ledger.upsert, sql.to_row(row))
+        self.live.add(r.id)
 
     async def release(self, r: Reserved, cost: Decimal) -> bool:
-        async with self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock()):
-            conn = await self._conn()
-            async with conn.cursor() as cur:
-                await cur.execute(f"DELETE FROM {self.table} WHERE id = %s", (r.id,))
-                return bool(cur.rowcount)
+        if r.id not in self.live:
+            return False
+        self.live.discard(r.id)
+        return True

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
-from .ledger import SELF_HOSTED, CallRecord, from_pico, to_pico
+from .ledger import IN_FLIGHT, SELF_HOSTED, CallRecord, Outcome, from_pico, to_pico
 
 COLUMNS = (
     "call_id", "ts", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model",
@@ -70,4 +71,16 @@ def tallies_query(table: str, where_clause: str) -> str:
     return (
         f"SELECT task_kind, model, SUM(verdict), COUNT(*) - SUM(verdict) FROM {table} {verdicts} "
         "GROUP BY task_kind, model"
+    )
+
+
+def close_in_flight(
+    table: str, mark: str, call_id: str, outcome: Outcome | None, cost: Decimal
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement ending a row still in flight (see `Ledger.close_in_flight`)."""
+    if outcome is None:
+        return f"DELETE FROM {table} WHERE call_id = {mark} AND outcome = '{IN_FLIGHT}'", (call_id,)
+    return (
+        f"UPDATE {table} SET outcome = {mark}, cost_pico = {mark} WHERE call_id = {mark} AND outcome = '{IN_FLIGHT}'",
+        (outcome, to_pico(cost), call_id),
     )

@@ -9,12 +9,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from . import _ledger_sql as sql
 from ._accounts import Accounts, LocalAccounts
-from .ledger import CallRecord, SpendRow, Tally, check_group_key, from_pico
+from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico
 
 TABLE = "calls"
 
@@ -46,6 +47,9 @@ class SQLiteLedger:
     async def get(self, call_id: str) -> CallRecord | None:
         rows = self._run(f"{sql.SELECT.format(table=TABLE)} WHERE call_id = ?", (call_id,))
         return sql.to_record(rows[0]) if rows else None
+
+    async def close_in_flight(self, call_id: str, outcome: Outcome | None, cost: Decimal) -> None:
+        self._run(*sql.close_in_flight(TABLE, "?", call_id, outcome, cost))
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
         where, args = sql.where("?", run_id=run_id, task_id=task_id)

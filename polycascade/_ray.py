@@ -33,10 +33,11 @@ class DocWorker:
     async def _ready(self) -> tuple[Any, Any]:
         async with self._lock:
             if self._graph is None:
-                from ._checkpoints import open_checkpoints
+                from ._checkpoints import open_answers, open_checkpoints
 
                 saver = self._stack.enter_context(open_checkpoints(self.checkpoints))
-                self._graph = _workflow(self.options, self.service, self.run_id, saver)
+                answers = self._stack.enter_context(open_answers(self.checkpoints))
+                self._graph = _workflow(self.options, self.service, self.run_id, saver, answers)
             return self._graph
 
     async def process(self, doc: Any) -> dict[str, Any]:

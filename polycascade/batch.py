@@ -26,6 +26,7 @@ from typing import Any, cast
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .completer import AnswerJournal
 from .errors import BudgetExceeded, ConfigError
 from .service import Service
 
@@ -113,7 +114,7 @@ def repair_tail(out: Path) -> bool:
 async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     from polycascade.tools.documents import discover
 
-    from ._checkpoints import open_checkpoints
+    from ._checkpoints import open_answers, open_checkpoints
 
     if options.workflow == "extract" and options.schema is None:
         raise ConfigError("the extract workflow needs a `schema` (a pydantic model class)", parameter="schema")
@@ -122,8 +123,8 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     done = finished_keys(options.out)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
-    with open_checkpoints(checkpoints) as saver:
-        graph, context = _workflow(options, service, summary.run_id, saver)
+    with open_checkpoints(checkpoints) as saver, open_answers(checkpoints) as answers:
+        graph, context = _workflow(options, service, summary.run_id, saver, answers)
         with _progress(options.progress) as progress, options.out.open("a", encoding="utf-8") as sink:
             bar = progress.add_task("documents", total=None)
             writer = _Writer(sink)
@@ -159,19 +160,23 @@ async def tally_spend(summary: RunSummary, ledger: Any) -> None:
     summary.spent = sum(summary.vendors.values(), Decimal(0))
 
 
-def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any) -> tuple[Any, Any]:
-    """The graph for a built-in workflow name, or a user's `module:function` returning a graph."""
+def _workflow(
+    options: RunOptions, service: Service, run_id: str, saver: Any, answers: AnswerJournal
+) -> tuple[Any, Any]:
+    """The graph for a built-in workflow name, or a user's `module:function` returning a graph.
+    Built-in workflows answer from `answers` what an earlier process already paid for."""
     data_class = options.data_class  # None: the policy's default, applied by the cascade
     if options.workflow in ("summarise", "extract"):
         from polycascade.graphs.documents import DocContext, Workflow, build_document_graph
 
         workflow = cast(Workflow, options.workflow)
-        context = DocContext(service.cascade(), workflow, options.schema, data_class, run_id, options.chunk_tokens)
+        cascade = service.cascade(journal=answers)
+        context = DocContext(cascade, workflow, options.schema, data_class, run_id, options.chunk_tokens)
         return build_document_graph(saver), context
     if options.workflow == "delegate":
         from polycascade.graphs.delegation import DelegationContext, build_delegation_graph
 
-        return build_delegation_graph(saver), DelegationContext(service.cascade(), data_class, run_id)
+        return build_delegation_graph(saver), DelegationContext(service.cascade(journal=answers), data_class, run_id)
     if ":" in options.workflow:
         from ._ask import load_object
 

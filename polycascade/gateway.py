@@ -109,7 +109,7 @@ class Gateway:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         spec = self.catalog[request.model]
-        call_id, started, attempts = new_call_id(), time.perf_counter(), 0
+        call_id, started, attempts = request.call_id or new_call_id(), time.perf_counter(), 0
 
         async def once() -> Completion:
             nonlocal attempts

@@ -7,12 +7,13 @@ Money is *committed* from the moment a call is admitted: its maximum cost (promp
 max_tokens at the model's price) is reserved against every budget and the vendor's share, and
 replaced by the actual cost when the call settles (released on failure). Where committed money is
 kept is the accounts' business (`_accounts`): in this process over any ledger, or in PostgreSQL,
-shared by every worker, when the ledger is PostgreSQL. Circuit breakers are always per process.
+shared by every worker, when the ledger is PostgreSQL. Over a ledger on disk a reservation is
+also a ledger row in flight under the call's id, so a process killed mid-call leaves the money it
+may have spent on record. Circuit breakers are always per process.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import field
@@ -38,9 +39,9 @@ from polycascade.policies.rules import (
 
 from ._accounts import Accounts, Reserved
 from .catalog import ModelSpec
-from .completer import Completer
-from .errors import BudgetExceeded, NoEligibleModel, RetryableProviderError
-from .ledger import Ledger, MemoryLedger
+from .completer import Completer, in_flight_record
+from .errors import BudgetExceeded, NoEligibleModel, PolycascadeError, RetryableProviderError
+from .ledger import Ledger, MemoryLedger, Outcome, new_call_id
 from .records import frozen, replace
 from .tokens import prompt_size
 from .types import CallContext, Completion, CompletionRequest
@@ -142,7 +143,7 @@ class Governor:
                     _raise_if_budget_blocked(decision.rejected)
                 return decision, None
             spec = next(s for s in pool if s.id == decision.chosen)
-            return decision, await self._reserve(spec, max_call_cost(spec, need), scopes)
+            return decision, await self._reserve(spec, max_call_cost(spec, need), scopes, context)
 
     async def admit(self, spec: ModelSpec, need: Need, context: CallContext) -> Reservation:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
@@ -153,22 +154,38 @@ class Governor:
                 if (denial := rule(spec, need)) is not None:
                     _raise_if_budget_blocked({spec.id: denial})
                     raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
-            return await self._reserve(spec, max_call_cost(spec, need), scopes)
+            return await self._reserve(spec, max_call_cost(spec, need), scopes, context)
 
     async def run(self, reservation: Reservation, call: Callable[[], Awaitable[T]]) -> T:
         """Make the reserved call; settle its actual cost, or release the reservation if it fails."""
         try:
             result = await call()
-        except RetryableProviderError:
-            await self.settle(reservation, Decimal(0), vendor_ok=False)
+        except RetryableProviderError as exc:
+            await self.settle(reservation, Decimal(0), vendor_ok=False, outcome=type(exc).__name__)
             raise
-        except BaseException:
-            await self.settle(reservation, Decimal(0), vendor_ok=True)
+        except PolycascadeError as exc:
+            await self.settle(reservation, Decimal(0), vendor_ok=True, outcome=type(exc).__name__)
             raise
-        await self.settle(reservation, getattr(result, "cost", Decimal(0)), vendor_ok=True)
+        except BaseException as exc:  # cancelled or broken mid-call: the request may have gone out
+            await self.settle(reservation, reservation.amount, vendor_ok=True, outcome=type(exc).__name__)
+            raise
+        cost = getattr(result, "cost", Decimal(0))
+        if getattr(result, "call_id", None) == reservation.id:  # its own row replaced the one in flight
+            await self._release(reservation, cost, vendor_ok=True)
+        else:  # reused (paid for before), or from a completer keeping no row under this id
+            await self.settle(reservation, Decimal(0) if getattr(result, "replayed", False) else cost, vendor_ok=True)
         return result
 
-    async def settle(self, reservation: Reservation, cost: Decimal, *, vendor_ok: bool) -> None:
+    async def settle(
+        self, reservation: Reservation, cost: Decimal, *, vendor_ok: bool, outcome: Outcome | None = None
+    ) -> None:
+        """End a reservation at `cost`. Its row in flight, if no call replaced it, is removed, or kept
+        as `outcome` at `cost`."""
+        if self.accounts.durable:
+            await self.ledger.close_in_flight(reservation.id, outcome, cost)
+        await self._release(reservation, cost, vendor_ok)
+
+    async def _release(self, reservation: Reservation, cost: Decimal, vendor_ok: bool) -> None:
         if await self.accounts.release(reservation.reserved(), cost):
             self._breaker(reservation.spec.vendor).observe(self.clock(), vendor_ok)
 
@@ -182,13 +199,14 @@ class Governor:
             rules.append(share_cap_rule(self.policy.vendor_share, snapshot))
         return rules
 
-    def prepare(self, request: CompletionRequest, spec: ModelSpec) -> CompletionRequest:
-        """The request as it may leave: personal data masked per the data class, unless self-hosted."""
+    def prepare(self, request: CompletionRequest, reservation: Reservation) -> CompletionRequest:
+        """The request as it may leave under its reservation's call id: personal data masked per the
+        data class, unless self-hosted."""
         rule = self.policy.data_classes.get(request.context.data_class)
-        if rule is None or not rule.redact or spec.hosting == "self_hosted":
-            return request
+        if rule is None or not rule.redact or reservation.spec.hosting == "self_hosted":
+            return replace(request, call_id=reservation.id)
         messages = tuple(replace(m, content=redact_text(m.content, rule.redact)) for m in request.messages)
-        return replace(request, messages=messages)
+        return replace(request, messages=messages, call_id=reservation.id)
 
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
         return self._residency(data_class)(spec, Need()) is None
@@ -202,9 +220,10 @@ class Governor:
         return self._residency_rules[data_class]
 
     # state ------------------------------------------------------------------------------------
-    async def _reserve(self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope]) -> Reservation:
-        reservation = Reservation(os.urandom(16).hex(), spec, amount, tuple(key for key, _, _ in scopes))
-        await self.accounts.reserve(reservation.reserved())
+    async def _reserve(self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope], ctx: CallContext) -> Reservation:
+        reservation = Reservation(new_call_id(), spec, amount, tuple(key for key, _, _ in scopes))
+        row = in_flight_record(spec, ctx, reservation.id, amount, self.clock()) if self.accounts.durable else None
+        await self.accounts.reserve(reservation.reserved(), row)
         self._breaker(spec.vendor).on_dispatch(self.clock())
         return reservation
 
@@ -280,5 +299,5 @@ class GovernedGateway:
         need = Need(input_tokens=size.estimate, max_input_tokens=size.bound, max_tokens=request.max_tokens)
         spec = self.catalog[request.model]
         reservation = await self.governor.admit(spec, need, ctx)
-        outbound = self.governor.prepare(request, spec)
+        outbound = self.governor.prepare(request, reservation)
         return await self.governor.run(reservation, lambda: self.gateway.complete(outbound))

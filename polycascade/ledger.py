@@ -21,6 +21,7 @@ from ._accounts import Accounts, LocalAccounts
 from .records import frozen, replace
 
 __all__ = [
+    "IN_FLIGHT",
     "CallRecord",
     "Ledger",
     "MemoryLedger",
@@ -31,7 +32,8 @@ __all__ = [
 ]
 
 PICO = Decimal("1e-12")
-Outcome = str  # "ok" or the error class name, e.g. "RateLimited"
+Outcome = str  # "ok", the error class name (e.g. "RateLimited"), or IN_FLIGHT
+IN_FLIGHT = "in_flight"  # reserved and maybe sent, no outcome yet: counted at its reserved cost until one comes
 
 
 def new_call_id() -> str:
@@ -94,6 +96,11 @@ class Ledger(Protocol):
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None: ...
 
     async def get(self, call_id: str) -> CallRecord | None: ...
+
+    async def close_in_flight(self, call_id: str, outcome: Outcome | None, cost: Decimal) -> None:
+        """End a row still in flight that no call replaced: remove it (`outcome=None`: nothing was
+        sent), or keep it as `outcome` at `cost`. A row with an outcome is left as it is."""
+        ...
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]: ...
 
@@ -165,6 +172,16 @@ class MemoryLedger:
 
     async def get(self, call_id: str) -> CallRecord | None:
         return self._rows.get(call_id)
+
+    async def close_in_flight(self, call_id: str, outcome: Outcome | None, cost: Decimal) -> None:
+        row = self._rows.get(call_id)
+        if row is None or row.outcome != IN_FLIGHT:
+            return
+        if outcome is None:
+            del self._rows[call_id]
+            self._by_task[row.task_id].remove(call_id)
+        else:
+            self._rows[call_id] = replace(row, outcome=outcome, cost=cost)
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
         return [

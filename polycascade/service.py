@@ -27,7 +27,7 @@ from typing import Any
 
 from .agents.evaluators import Evaluator, LLMJudge
 from .catalog import LOCAL_MODEL_ID, Catalog, ModelSpec, UserModel
-from .completer import Completer
+from .completer import AnswerJournal, Completer, Recall
 from .errors import ConfigError
 from .governor import DEFAULT_POLICY, Governor
 from .graphs.cascade import Cascade, CascadeSettings
@@ -70,10 +70,13 @@ class Service:
         settings: CascadeSettings | None = None,
         history: Mapping[tuple[str, str], Tally] | None = None,
         agreement: Mapping[str, KindRecord] | None = None,
+        journal: AnswerJournal | None = None,
     ) -> Cascade:
+        """A cascade over `pool` (default: every model); with a `journal`, a request already answered
+        in an earlier process is answered from it (`completer.Recall`: a resumed run pays once)."""
         chosen = list(pool or self.pool)
         return Cascade(
-            self.gateway,
+            Recall(self.gateway, journal) if journal is not None else self.gateway,
             chosen,
             evaluator=evaluator or self.evaluator(chosen),
             governor=self.governor,

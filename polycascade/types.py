@@ -69,6 +69,7 @@ class CompletionRequest:
     timeout_s: float = 60.0  # each attempt's
     deadline: float | None = None  # time.monotonic() by which an answer is needed: no retry waits past it
     context: CallContext = field(default_factory=CallContext)
+    call_id: str | None = None  # the ledger row to write: the governor's reservation, already there in flight
 
     @classmethod
     def of(cls, model: str, prompt: str, *, system: str | None = None, **kw: Any) -> CompletionRequest:
@@ -94,3 +95,4 @@ class Completion:
     latency_s: float
     attempts: int
     finish_reason: str | None = None
+    replayed: bool = False  # recorded by an earlier process and reused: no call was made, nothing is owed

@@ -13,7 +13,7 @@ import pytest
 
 from polycascade._ledger_postgres import PostgresLedger
 from polycascade._ledger_sqlite import SQLiteLedger
-from polycascade.ledger import CallRecord, Ledger, MemoryLedger, Tally, new_call_id
+from polycascade.ledger import IN_FLIGHT, CallRecord, Ledger, MemoryLedger, SpendRow, Tally, new_call_id
 from polycascade.ledgers import open_ledger
 
 POSTGRES_URL = os.environ.get("POLYCASCADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -108,6 +108,23 @@ async def test_a_call_recorded_again_replaces_itself_in_every_filter(ledger: Led
     by_task = await ledger.spend_by("task_id", task_id="t1")
     assert (by_task["t1"].calls, by_task["t1"].cost) == (1, Decimal("3"))
     assert (await ledger.spend_by("vendor"))["DeepSeek"].calls == 1
+
+
+async def test_a_row_in_flight_counts_until_its_call_replaces_or_closes_it(ledger: Ledger) -> None:
+    reserved = Decimal("0.5")
+    for call_id in ("answered", "lost", "unsent", "cancelled"):
+        await ledger.write(call(call_id=call_id, task_id="t", outcome=IN_FLIGHT, cost=reserved))
+    assert (await ledger.spend_by("task_id", task_id="t"))["t"] == SpendRow(4, 4 * reserved)
+    await ledger.write(call(call_id="answered", task_id="t", cost=Decimal("0.1")))  # the call's own row
+    await ledger.close_in_flight("answered", "CancelledError", reserved)  # has an outcome: left alone
+    await ledger.close_in_flight("unsent", None, Decimal(0))
+    await ledger.close_in_flight("cancelled", "CancelledError", reserved)
+    rows = {r.call_id: r for r in await ledger.calls(task_id="t")}
+    assert set(rows) == {"answered", "lost", "cancelled"}
+    assert (rows["answered"].outcome, rows["answered"].cost) == ("ok", Decimal("0.1"))
+    assert (rows["lost"].outcome, rows["lost"].cost) == (IN_FLIGHT, reserved)  # a crash: maybe billed
+    assert (rows["cancelled"].outcome, rows["cancelled"].cost) == ("CancelledError", reserved)
+    assert (await ledger.spend_by("task_id", task_id="t"))["t"].cost == Decimal("1.1")
 
 
 async def test_calls_by_run_and_task(ledger: Ledger) -> None:

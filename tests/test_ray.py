@@ -94,7 +94,7 @@ def test_ray_workers_share_caps_and_budget_through_postgresql(vendors: Vendors, 
         assert sorted(d["id"] for d in lines(out)) == sorted(f"doc{i:03d}.txt" for i in range(30))
         assert all(json.dumps(d) for d in lines(out))
     finally:
-        asyncio.run(_drop(url, table))
+        asyncio.run(_drop(url))
 
 
 async def _spend(url: str) -> dict[str, Decimal]:
@@ -104,8 +104,7 @@ async def _spend(url: str) -> dict[str, Decimal]:
     return {v: r.cost for v, r in rows.items()}
 
 
-async def _drop(url: str, table: str) -> None:
+async def _drop(url: str) -> None:
     ledger = PostgresLedger.from_url(url)
-    await ledger._run(f"DROP TABLE IF EXISTS {table}_reservations")
     await ledger.drop()
     await ledger.close()

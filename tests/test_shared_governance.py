@@ -64,6 +64,5 @@ async def test_two_workers_share_one_budget_and_one_share_cap() -> None:
             assert cost <= Decimal("0.4") * api_total + worst + Decimal("0.001"), (vendor, cost, api_total)
     finally:
         await ledgers[0].drop()
-        await ledgers[0]._run(f"DROP TABLE IF EXISTS {table}_reservations")
         for ledger in ledgers:
             await ledger.close()

@@ -207,13 +207,23 @@ def test_kill_9_midway_then_rerun_completes_each_document_once_without_repaying(
         in_flight = sum(1 for r in slow.server.requests if r.at > killed_at - 0.15 - 0.05)
         before = len(lines(out)) if out.exists() else 0
         assert before < 16, "the run finished before it could be killed"
+        ledger = sqlite3.connect(tmp_path / "ledger.db")
+        lost = ledger.execute("SELECT COUNT(*), MIN(cost_pico) FROM calls WHERE outcome = 'in_flight'").fetchone()
+        # every request without an answer at the kill left its reservation on record, counted at its cost
+        assert lost[0] >= in_flight and (lost[0] == 0 or lost[1] > 0), (lost, in_flight)
         finished = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert finished.returncode == 0, finished.stderr
         ids = [r["id"] for r in lines(out)]
         assert sorted(ids) == sorted(f"doc{i:03d}.txt" for i in range(16)) and len(ids) == len(set(ids))
-        requests = Counter(r.prompt for r in slow.server.requests if "SCORE" not in r.prompt)
+        requests = Counter(r.prompt for r in slow.server.requests)
         repeated = sum(n - 1 for n in requests.values())
-        assert repeated <= in_flight, f"{repeated} chunks paid twice; only the {in_flight} in flight at the kill may be"
+        assert repeated <= lost[0], f"{repeated} requests paid twice; only the {lost[0]} in flight at the kill may be"
+        twice = ledger.execute(
+            "SELECT task_id, node, model, COUNT(*) FROM calls WHERE outcome = 'ok' GROUP BY task_id, node, model "
+            "HAVING COUNT(*) > 1"
+        ).fetchall()
+        assert twice == [], f"calls recorded as answered were made again on resume: {twice}"
+        assert ledger.execute("SELECT COUNT(*) FROM calls WHERE outcome = 'in_flight'").fetchone()[0] == lost[0]
         assert requests, "no chunk was ever requested"
     finally:
         slow.server.stop()
