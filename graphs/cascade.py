@@ -12,6 +12,7 @@ run's `CascadeContext`. An answer that no rung could verify is returned marked `
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import operator
 import random
@@ -25,8 +26,10 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from polycascade import telemetry
 from polycascade.agents.evaluators import AllOf, EvalServices, Evaluator, Judged, Sanity, SchemaCheck
 from polycascade.agents.workers import build_request, extract_json, request_size
 from polycascade.catalog import ModelSpec
@@ -245,6 +248,7 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
         verdict = await ctx.evaluator(judged, ctx.eval_services)
     except BudgetExceeded as exc:  # the answer is paid for: keep it, unverified, and say why
         verdict = Verdict(True, 0.5, f"not verified: {exc}", "budget", verifies=False)
+    telemetry.evaluation_event(verdict.evaluator, verdict.passed, verdict.score, verdict.reason, spec.id)
     if verdict.verifies and verdict.teaches and pending.attempt.call_id:  # what the router may learn from
         await ctx.governor.ledger.set_verdict(pending.attempt.call_id, verdict.passed, verdict.score, verdict.evaluator)
     done = replace(pending.attempt, verdict=verdict)
@@ -257,6 +261,7 @@ async def evaluate(state: CascadeState, runtime: Runtime[CascadeContext]) -> Com
         update = {"attempts": [done], "independent_of": asked, "confirming": p_pass, "stronger_than": stronger_than}
         return Command(update=update, goto="route")
     # a failed check: escalate to a stronger model, of any vendor (the evaluator decides what its agreement proves)
+    telemetry.count_escalation(ctx.call.task_kind, spec.id)
     update = {"attempts": [done], "stronger_than": stronger_than, "confirming": None, "independent_of": frozenset()}
     return Command(update=update, goto="route")
 
@@ -391,8 +396,9 @@ class Cascade:
     async def run(self, task: Task | str) -> TaskResult:
         task = self.resolve(task)
         limit = 4 * (self.settings.max_rungs + self.settings.max_failovers) + 8
-        state = await GRAPH.ainvoke({"task": task}, context=self._context(task), config={"recursion_limit": limit})
-        return self._finished(state["result"])
+        with _traced(task) as span:
+            state = await GRAPH.ainvoke({"task": task}, context=self._context(task), config={"recursion_limit": limit})
+            return self._finished(state["result"], span)
 
     async def run_direct(self, task: Task | str) -> TaskResult:
         """The same nodes, stepped by a plain loop instead of LangGraph's scheduler, with the same
@@ -402,20 +408,22 @@ class Cascade:
         runtime: Runtime[CascadeContext] = Runtime(context=self._context(task))
         state: dict[str, Any] = {"task": task}
         node: str = "route"
-        while node != END:
-            out: Any = NODES[node](state, runtime)  # type: ignore[operator, arg-type]
-            out = await out if inspect.isawaitable(out) else out
-            if isinstance(out, Command):
-                update: dict[str, Any] = out.update or {}
-                node = str(out.goto)
-            else:
-                update, node = out, END
-            apply_update(state, update, REDUCERS)
-        return self._finished(state["result"])
+        with _traced(task) as span:
+            while node != END:
+                out: Any = NODES[node](state, runtime)  # type: ignore[operator, arg-type]
+                out = await out if inspect.isawaitable(out) else out
+                if isinstance(out, Command):
+                    update: dict[str, Any] = out.update or {}
+                    node = str(out.goto)
+                else:
+                    update, node = out, END
+                apply_update(state, update, REDUCERS)
+            return self._finished(state["result"], span)
 
-    def _finished(self, result: TaskResult) -> TaskResult:
+    def _finished(self, result: TaskResult, span: Span) -> TaskResult:
         if self.pacer is not None:
             self.pacer.observe(float(result.total_cost))
+        telemetry.finish_workflow(span, result.status, result.total_cost, len(result.attempts), result.stop_reason)
         return result
 
     def run_sync(self, task: Task | str) -> TaskResult:
@@ -431,3 +439,7 @@ class Cascade:
             return {output_key: await self.run_direct(Task(task) if isinstance(task, str) else task)}
 
         return RunnableLambda(lambda state: run_sync(cascade_node(state)), afunc=cascade_node, name="cascade")
+
+
+def _traced(task: Task) -> contextlib.AbstractContextManager[Span]:
+    return telemetry.workflow_span(task.id, task.kind or "general", task.data_class or "", task.run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -132,6 +132,51 @@ def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
             *(f"{v:.1%}" if k in {"share", "cap", "used"} and v is not None else str(v) for k, v in row.items())
         )
     out.print(table)
+
+
+def export(
+    ledger: LedgerOpt = "polycascade.db",
+    run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time on (ISO 8601, e.g. 2026-12-01 or …T09:00+09:00).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time (ISO 8601).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    to: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: standard output; parquet needs one).")
+    ] = None,
+) -> None:
+    """Every call, one row each, for an auditor: where it went, what it cost, why (the decision and its rejections)."""
+    import sys
+
+    from .errors import ConfigError
+    from .export import Format, export_calls
+
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise ConfigError(f"--format {fmt!r}: use csv, jsonl or parquet")
+    if fmt == "parquet" and to is None:
+        raise ConfigError("--format parquet writes a file: add --out FILE")
+    bounds = {"since": _instant(since, "--since"), "until": _instant(until, "--until")}
+    sink = to if to is not None else sys.stdout
+    chosen = cast("Format", fmt)
+    n = _with_ledger(ledger, lambda lg: export_calls(lg, sink, chosen, run_id=run, tenant=tenant, **bounds))
+    if to is not None:
+        Console(stderr=True).print(f"{n} calls → {to}", highlight=False)
+
+
+def _instant(text: str | None, flag: str) -> float | None:
+    from datetime import UTC, datetime
+
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: not an ISO 8601 date or time (e.g. 2026-12-01T09:00+09:00)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _with_ledger(url: str, action: Any) -> Any:

@@ -96,6 +96,21 @@ class PostgresLedger:
         rows = await self._run(f"{sql.SELECT.format(table=self.table)} {where} ORDER BY ts", args)
         return [sql.to_record(r) for r in rows]
 
+    async def stream(
+        self, *, since: float | None = None, until: float | None = None, **filters: Any
+    ) -> AsyncIterator[CallRecord]:
+        import psycopg
+
+        check_group_key("vendor", filters)
+        where, args = sql.where("%s", since=since, until=until, **filters)
+        statement = f"{sql.SELECT.format(table=self.table)} {where} ORDER BY ts"
+        connect = psycopg.AsyncConnection.connect(self.url)
+        async with await connect as conn, conn.cursor(name="polycascade_stream") as cur:  # server-side: pages
+            await cur.execute(statement, args)
+            while page := await cur.fetchmany(2000):
+                for row in page:
+                    yield sql.to_record(row)
+
     async def spend_by(self, key: str, *, since: float | None = None, **filters: Any) -> dict[str, SpendRow]:
         column = check_group_key(key, filters)
         where, args = sql.where("%s", since=since, **filters)

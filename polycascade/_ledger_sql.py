@@ -33,15 +33,17 @@ CREATE INDEX IF NOT EXISTS {table}_kind_model ON {table} (task_kind, model) WHER
 
 
 def where(mark: str, **filters: Any) -> tuple[str, tuple[Any, ...]]:
-    """A WHERE clause over known columns (`since` is a time bound, `api_only` leaves out self-hosted)."""
+    """A WHERE clause over known columns (`since` and `until` bound the time, `api_only` leaves out
+    self-hosted calls)."""
     clauses, args = [], []
+    bounds = {"since": f"ts >= {mark}", "until": f"ts < {mark}"}
     for name, value in filters.items():
         if value is None or value is False:
             continue
         if name == "api_only":
             clauses.append(f"host_jurisdiction <> '{SELF_HOSTED}'")
             continue
-        clauses.append(f"ts >= {mark}" if name == "since" else f"{name} = {mark}")
+        clauses.append(bounds.get(name, f"{name} = {mark}"))
         args.append(value)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), tuple(args)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from ._accounts import Accounts, LocalAccounts
 from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico
 
 TABLE = "calls"
+PAGE = 2000  # rows read at a time by `stream`
 
 
 class SQLiteLedger:
@@ -54,6 +55,20 @@ class SQLiteLedger:
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]:
         where, args = sql.where("?", run_id=run_id, task_id=task_id)
         return [sql.to_record(r) for r in self._run(f"{sql.SELECT.format(table=TABLE)} {where} ORDER BY ts", args)]
+
+    async def stream(
+        self, *, since: float | None = None, until: float | None = None, **filters: Any
+    ) -> AsyncIterator[CallRecord]:
+        check_group_key("vendor", filters)
+        where, args = sql.where("?", since=since, until=until, **filters)
+        reader = sqlite3.connect(self.path, check_same_thread=False)  # its own snapshot; writers go on
+        try:
+            cursor = reader.execute(f"{sql.SELECT.format(table=TABLE)} {where} ORDER BY ts", args)
+            while page := cursor.fetchmany(PAGE):
+                for row in page:
+                    yield sql.to_record(row)
+        finally:
+            reader.close()
 
     async def spend_by(self, key: str, *, since: float | None = None, **filters: Any) -> dict[str, SpendRow]:
         column = check_group_key(key, filters)

@@ -12,6 +12,7 @@ import contextlib
 import os
 from typing import Any
 
+from ._otel_setup import configure_from_environment
 from .batch import RunOptions, RunSummary, _one, _workflow, finished_keys, run_id_for
 from .errors import ConfigError
 from .service import open_service
@@ -23,6 +24,7 @@ class DocWorker:
     """A Ray actor: one service, one graph, many documents (async: several at once)."""
 
     def __init__(self, service_kwargs: dict[str, Any], options: RunOptions, run_id: str, checkpoints: str) -> None:
+        configure_from_environment()  # each worker exports its own spans, as the driver does
         # the service (a local model, if any) and the checkpoints live as long as the actor
         self._stack = contextlib.ExitStack()
         self.service = self._stack.enter_context(open_service(**service_kwargs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import _cli_backtest, _cli_govern
+from ._otel_setup import configure_from_environment
 from .catalog import Catalog, ModelSpec
 from .errors import ConfigError, PolycascadeError
 
@@ -28,6 +30,7 @@ err = Console(stderr=True)
 app.add_typer(_cli_govern.policy_app, name="policy")
 app.command()(_cli_govern.explain)
 app.command()(_cli_govern.report)
+app.command()(_cli_govern.export)
 app.command()(_cli_backtest.backtest)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="YAML file adding or overriding models.")]
@@ -36,6 +39,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     log_level: Annotated[
         str | None, typer.Option("--log-level", envvar="POLYCASCADE_LOG", help="DEBUG, INFO, … (to stderr)")
     ] = None,
@@ -45,6 +49,8 @@ def _root(
         from ._secrets import install_logging
 
         install_logging(log_level)
+    if ctx.invoked_subcommand != "serve":  # serve adds a Prometheus reader of its own first
+        configure_from_environment()  # traces and metrics over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
 
 
 @app.command()
@@ -267,14 +273,20 @@ def serve(
         Path | None, typer.Option(help="YAML: tenants with key_env or key_sha256 (default: POLYCASCADE_GATEWAY_KEY).")
     ] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Serve the local SmolLM2 rung too.")] = True,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Also serve Prometheus metrics at http://127.0.0.1:PORT/metrics (loopback).")
+    ] = None,
 ) -> None:
     """An OpenAI-compatible endpoint (/v1/chat/completions, /v1/models): every call governed and recorded."""
     from aiohttp import web
 
     from ._ask import open_cli_service, pool_ids
-    from .server import TenantKeys, build_app
+    from .server import TenantKeys, build_app, serve_metrics
 
     keys = TenantKeys.load(tenants)
+    if metrics_port is not None and importlib.util.find_spec("opentelemetry.exporter.prometheus") is None:
+        raise ConfigError("--metrics-port needs the Prometheus exporter: pip install 'polycascade[otel]'")
+    configure_from_environment(prometheus=metrics_port is not None)
     models = pool_ids([], models_file)
     with open_cli_service(policy=policy, models_file=models_file, models=models, local=local, ledger=ledger) as service:
         app = build_app(service, keys)
@@ -284,6 +296,8 @@ def serve(
                       f"{len(service.pool)} models · {len(keys.digests)} tenant(s)", highlight=False)  # fmt: skip
 
         app.on_startup.append(announce)
+        if metrics_port is not None:
+            app.cleanup_ctx.append(serve_metrics(metrics_port))
         web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 

@@ -25,7 +25,7 @@ import litellm.exceptions as llm_errors
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_exception_type, stop_after_attempt
 from tenacity.stop import stop_base
 
-from . import errors
+from . import errors, telemetry
 from ._secrets import RedactingFilter, protect_handlers, redact, register_secret, register_secret_env
 from .catalog import Catalog, ModelSpec
 from .completer import Completer, call_record
@@ -116,11 +116,14 @@ class Gateway:
             attempts += 1
             return _parse(await _call_litellm(spec, request), spec, call_id, started, attempts)
 
-        try:
-            completion = await self._retrying(once, spec.id, request.deadline)
-        except errors.PolycascadeError as exc:
-            await self._record(spec, request, call_id, started, attempts, type(exc).__name__)
-            raise
+        with telemetry.call_span(spec, request) as span:
+            try:
+                completion = await self._retrying(once, spec.id, request.deadline)
+            except errors.PolycascadeError as exc:
+                telemetry.record_call(span, spec, request, time.perf_counter() - started, call_id, error=exc)
+                await self._record(spec, request, call_id, started, attempts, type(exc).__name__)
+                raise
+            telemetry.record_call(span, spec, request, time.perf_counter() - started, call_id, completion)
         await self._record(spec, request, call_id, started, attempts, "ok", completion)
         return completion
 

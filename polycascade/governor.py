@@ -37,6 +37,7 @@ from polycascade.policies.rules import (
     share_cap_rule,
 )
 
+from . import telemetry
 from ._accounts import Accounts, Reserved
 from .catalog import ModelSpec
 from .completer import Completer, in_flight_record
@@ -135,9 +136,11 @@ class Governor:
         """Choose the next model under every rule and reserve its maximum cost, atomically."""
         async with self.accounts.exclusive():
             scopes = self._scopes(context)
-            snapshot = await self._snapshot(scopes)
+            snapshot = await self._snapshot(scopes, context.tenant)
             rules = self.rules(context.data_class, snapshot)
             decision = choose(pool, need, tallies, settings, rules, rng, agreement)
+            if decision.rejected:
+                telemetry.count_denials(decision.rejected)
             if decision.chosen is None:
                 if not decision.stop:
                     _raise_if_budget_blocked(decision.rejected)
@@ -149,7 +152,7 @@ class Governor:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
         async with self.accounts.exclusive():
             scopes = self._scopes(context)
-            snapshot = await self._snapshot(scopes)
+            snapshot = await self._snapshot(scopes, context.tenant)
             for rule in self.rules(context.data_class, snapshot):
                 if (denial := rule(spec, need)) is not None:
                     _raise_if_budget_blocked({spec.id: denial})
@@ -232,7 +235,7 @@ class Governor:
             self._breakers[vendor] = CircuitBreaker(self.policy.circuit_breaker)
         return self._breakers[vendor]
 
-    async def _snapshot(self, scopes: list[_Scope]) -> Snapshot:
+    async def _snapshot(self, scopes: list[_Scope], tenant: str = "default") -> Snapshot:
         now = self.clock()
         budgets = [
             BudgetState(key.split(":")[0], limit, await self.accounts.committed(key, load))
@@ -241,6 +244,8 @@ class Governor:
         cap = self.policy.vendor_share
         spend, calls = await self.accounts.vendor_committed(now - cap.window_hours * 3600) if cap else ({}, {})
         open_vendors = {v: b.describe(now) for v, b in self._breakers.items() if not b.allows(now)}
+        telemetry.observe_budgets((b.name, tenant, b.remaining) for b in budgets)
+        telemetry.observe_breakers(self._breakers, open_vendors)
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
     def _scopes(self, ctx: CallContext) -> list[_Scope]:

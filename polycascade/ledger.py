@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -104,6 +104,13 @@ class Ledger(Protocol):
 
     async def calls(self, *, run_id: str | None = None, task_id: str | None = None) -> list[CallRecord]: ...
 
+    def stream(
+        self, *, since: float | None = None, until: float | None = None, **where: Any
+    ) -> AsyncIterator[CallRecord]:
+        """Every call from `since` until before `until`, oldest first, read in pages (constant memory:
+        an export of millions of calls). `where` filters by equality, as in `spend_by`."""
+        ...
+
     async def spend_by(self, key: str, *, since: float | None = None, **where: Any) -> dict[str, SpendRow]:
         """Spend and calls grouped by `key` (a `GROUP_KEYS` column), from `since` on.
 
@@ -190,6 +197,15 @@ class MemoryLedger:
             if (run_id is None or r.run_id == run_id) and (task_id is None or r.task_id == task_id)
         ]
 
+    async def stream(
+        self, *, since: float | None = None, until: float | None = None, **where: Any
+    ) -> AsyncIterator[CallRecord]:
+        check_group_key("vendor", where)
+        rows = sorted(self._candidates(where.get("task_id")), key=lambda r: r.ts)
+        for r in rows:
+            if _within(r.ts, since, until) and all(getattr(r, c) == v for c, v in where.items() if v is not None):
+                yield r
+
     def _candidates(self, task_id: str | None) -> Iterable[CallRecord]:
         """Every call, or only the task's (from the index) when a filter names one."""
         if task_id is None:
@@ -220,6 +236,10 @@ class MemoryLedger:
 
     def accounts(self, clock: Callable[[], float], refresh_s: float) -> Accounts:
         return LocalAccounts(self, clock, refresh_s, shared=False)  # nobody else writes a ledger in memory
+
+
+def _within(ts: float, since: float | None, until: float | None) -> bool:
+    return (since is None or ts >= since) and (until is None or ts < until)
 
 
 def _group(rows: Iterable[CallRecord], key: str) -> dict[str, SpendRow]:

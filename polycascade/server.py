@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,3 +268,25 @@ async def _stream(request: web.Request, result: TaskResult, headers: dict[str, s
         await response.write(f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(result)})}\n\n".encode())
     await response.write(b"data: [DONE]\n\n")
     return response
+
+
+def serve_metrics(port: int) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for the gateway's app: Prometheus metrics at http://127.0.0.1:`port`/metrics
+    for as long as it runs. Loopback only and without tenant keys: spend by every tenant and vendor
+    is the operator's to see, not a tenant's (a collector on the host scrapes it)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield
+        await runner.cleanup()
+
+    return context

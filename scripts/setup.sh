@@ -19,5 +19,5 @@ if ! ls "$portable"/*.whl >/dev/null 2>&1; then
     -w "$portable" "llama-cpp-python==$LLAMA_CPP_VERSION"
 fi
 .venv/bin/python -m pip install -q --force-reinstall --no-deps "$portable"/*.whl
-.venv/bin/python -m pip install -q -e ".[local,postgres,backtest,ray,dev]"
+.venv/bin/python -m pip install -q -e ".[local,postgres,backtest,ray,otel,dev]"
 echo "ready: .venv/bin/polycascade --help"

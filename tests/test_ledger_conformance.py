@@ -127,6 +127,18 @@ async def test_a_row_in_flight_counts_until_its_call_replaces_or_closes_it(ledge
     assert (await ledger.spend_by("task_id", task_id="t"))["t"].cost == Decimal("1.1")
 
 
+async def test_stream_reads_calls_oldest_first_within_bounds_and_filters(ledger: Ledger) -> None:
+    t0 = 1_750_000_000.0
+    for i in range(5000):  # more than a page
+        await ledger.write(call(call_id=f"c{i:05d}", ts=t0 + i, run_id="r" if i % 2 else "s", tenant="acme"))
+    streamed = [r.call_id async for r in ledger.stream(run_id="r", since=t0 + 10, until=t0 + 4010)]
+    assert streamed == [f"c{i:05d}" for i in range(11, 4010, 2)]
+    assert [r async for r in ledger.stream(tenant="nobody")] == []
+    assert len([r async for r in ledger.stream()]) == 5000
+    with pytest.raises(ValueError, match="cannot group or filter"):
+        [r async for r in ledger.stream(cost_pico=1)]
+
+
 async def test_calls_by_run_and_task(ledger: Ledger) -> None:
     await ledger.write(call(run_id="r", task_id="a"))
     await ledger.write(call(run_id="r", task_id="b"))

@@ -1,0 +1,125 @@
+"""`polycascade export`: every call of a run, a tenant or a time window, for an auditor.
+
+One row per call: who asked (run, task, tenant, data class), where it went (model, vendor and
+its jurisdiction, host jurisdiction), what it cost and took, how it ended (outcome, verdict), and
+why it went there (policy, the decision's reason, rejected candidates with their rules, what was
+reserved). Rows stream from the ledger a page at a time and are written as they come, so a
+million-call ledger exports in constant memory. Money is exact: a decimal string in CSV and
+JSONL, `decimal128(38, 12)` in Parquet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from ._secrets import redactor
+from .errors import ConfigError
+from .ledger import CallRecord, Ledger
+
+__all__ = ["COLUMNS", "Format", "export_calls", "row_of"]
+
+Format = Literal["csv", "jsonl", "parquet"]
+COLUMNS = (
+    "call_id", "time", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model", "vendor",
+    "vendor_jurisdiction", "host_jurisdiction", "input_tokens", "output_tokens", "cost_usd", "latency_s",
+    "attempts", "outcome", "verdict", "score", "evaluator", "policy", "reason", "rejected", "reserved_usd",
+)  # fmt: skip
+_BATCH = 10_000  # Parquet rows per row group
+
+
+def row_of(rec: CallRecord, scrub: Callable[[str], str] = str) -> dict[str, Any]:
+    """One call as an export row; text the decision carries passes through `scrub` (a secret filter)."""
+    why = rec.decision or {}
+    rejected = {m: f"{d.get('rule')}: {d.get('reason')}" for m, d in (why.get("rejected") or {}).items()}
+    return {
+        "call_id": rec.call_id, "time": datetime.fromtimestamp(rec.ts, UTC).isoformat(timespec="milliseconds"),
+        "run_id": rec.run_id, "task_id": rec.task_id, "node": rec.node, "task_kind": rec.task_kind,
+        "data_class": rec.data_class, "tenant": rec.tenant, "model": rec.model, "vendor": rec.vendor,
+        "vendor_jurisdiction": rec.jurisdiction, "host_jurisdiction": rec.host_jurisdiction,
+        "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens, "cost_usd": rec.cost,
+        "latency_s": round(rec.latency_s, 6), "attempts": rec.attempts, "outcome": rec.outcome,
+        "verdict": rec.verdict, "score": rec.score, "evaluator": rec.evaluator,
+        "policy": why.get("policy"), "reason": scrub(str(why["reason"])) if why.get("reason") else None,
+        "rejected": scrub(json.dumps(rejected, ensure_ascii=False)) if rejected else None,
+        "reserved_usd": Decimal(str(why["reserved_usd"])) if why.get("reserved_usd") else None,
+    }  # fmt: skip
+
+
+async def export_calls(
+    ledger: Ledger,
+    out: Path | IO[str],
+    fmt: Format = "csv",
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    **where: Any,
+) -> int:
+    """Write every call matching `where` (run_id=…, tenant=…) between `since` and `until` to `out`
+    (a path, or a text stream for CSV and JSONL); returns the number of rows."""
+    scrub = redactor()
+    rows = (row_of(rec, scrub) async for rec in ledger.stream(since=since, until=until, **where))
+    if fmt == "parquet":
+        if not isinstance(out, Path):
+            raise ConfigError("Parquet goes to a file: give `out` a path", parameter="out")
+        return await _parquet(rows, out)
+    with _text(out) as sink:
+        return await (_csv(rows, sink) if fmt == "csv" else _jsonl(rows, sink))
+
+
+class _text:
+    def __init__(self, out: Path | IO[str]) -> None:
+        self.out, self.opened = out, None if not isinstance(out, Path) else out.open("w", encoding="utf-8", newline="")
+
+    def __enter__(self) -> IO[str]:
+        return self.opened or self.out  # type: ignore[return-value]
+
+    def __exit__(self, *_: object) -> None:
+        if self.opened is not None:
+            self.opened.close()
+
+
+async def _csv(rows: AsyncIterator[dict[str, Any]], sink: IO[str]) -> int:
+    writer = csv.DictWriter(sink, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    async for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        n += 1
+    return n
+
+
+async def _jsonl(rows: AsyncIterator[dict[str, Any]], sink: IO[str]) -> int:
+    n = 0
+    async for row in rows:
+        sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        n += 1
+    return n
+
+
+async def _parquet(rows: AsyncIterator[dict[str, Any]], path: Path) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Parquet needs pyarrow: pip install 'polycascade[backtest]', or use csv or jsonl") from None
+    money, text, integer, real = pa.decimal128(38, 12), pa.string(), pa.int64(), pa.float64()
+    types = {"cost_usd": money, "reserved_usd": money, "input_tokens": integer, "output_tokens": integer,
+             "attempts": integer, "latency_s": real, "score": real, "verdict": pa.bool_()}  # fmt: skip
+    schema = pa.schema([(c, types.get(c, text)) for c in COLUMNS])
+    n, group = 0, []
+    with pq.ParquetWriter(path, schema) as writer:
+        async for row in rows:
+            group.append(row)
+            if len(group) == _BATCH:
+                writer.write_table(pa.Table.from_pylist(group, schema))
+                n, group = n + len(group), []
+        if group:
+            writer.write_table(pa.Table.from_pylist(group, schema))
+            n += len(group)
+    return n
