@@ -2,12 +2,16 @@
 
     START → split ─Send×N→ work ─→ merge → END
 
-State holds only JSON-safe values, so LangGraph's checkpointer can persist it: a run killed
-mid-document resumes with the chunks already answered, and pays for them once.
+Two ways to run the same nodes: `build_document_graph`, LangGraph's compiled graph (state holds
+only JSON-safe values, so its checkpointer can persist it), and `run_document`, the nodes stepped
+directly, chunks at once, for batches: there LangGraph's scheduler and a checkpoint per step
+cost more than the work, and a resumed document does not need them, its answered chunks coming
+back from the answer journal (`completer.Recall`) without being paid again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,10 +23,11 @@ from langgraph.types import Command, Send
 from pydantic import BaseModel
 
 from polycascade.graphs.cascade import Cascade
+from polycascade.graphs.state import apply_update, reducers
 from polycascade.tasks import Task, TaskResult
 from polycascade.tools.chunking import chunk_text
 
-__all__ = ["DocContext", "DocState", "build_document_graph", "chunk_result"]
+__all__ = ["DocContext", "DocState", "build_document_graph", "chunk_result", "run_document"]
 
 Workflow = Literal["summarise", "extract"]
 PROMPTS = {
@@ -121,6 +126,26 @@ def _merge_fields(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
             elif merged.get(key) is None:
                 merged[key] = value
     return merged
+
+
+REDUCERS = reducers(DocState)
+
+
+async def run_document(doc_id: str, text: str, context: DocContext) -> dict[str, Any]:
+    """The document's output: `split`, every chunk's `work` at once, `merge`, as the graph runs them
+    (the same nodes and reducers; a chunk that fails cancels its siblings)."""
+    runtime: Runtime[DocContext] = Runtime(context=context)
+    state: dict[str, Any] = {"doc_id": doc_id, "text": text}
+    sends = split(state, runtime).goto  # type: ignore[arg-type]
+    try:
+        async with asyncio.TaskGroup() as chunks:
+            started = [chunks.create_task(work(send.arg, runtime)) for send in sends]  # type: ignore[union-attr]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # as the graph raises it: the error itself (a budget run out …)
+    for done in started:
+        apply_update(state, done.result(), REDUCERS)
+    apply_update(state, merge(state, runtime), REDUCERS)  # type: ignore[arg-type]
+    return dict(state["output"])
 
 
 def build_document_graph(checkpointer: Any = None) -> Any:

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ._otel_setup import configure_from_environment
-from .batch import RunOptions, RunSummary, _one, _workflow, finished_keys, run_id_for
+from .batch import Runner, RunOptions, RunSummary, _one, _workflow, finished_keys, run_id_for
 from .errors import ConfigError
 from .service import open_service
 
@@ -29,23 +29,23 @@ class DocWorker:
         self._stack = contextlib.ExitStack()
         self.service = self._stack.enter_context(open_service(**service_kwargs))
         self.options, self.run_id, self.checkpoints = options, run_id, checkpoints
-        self._graph: tuple[Any, Any] | None = None
+        self._runner: Runner | None = None
         self._lock = asyncio.Lock()
 
-    async def _ready(self) -> tuple[Any, Any]:
+    async def _ready(self) -> Runner:
         async with self._lock:
-            if self._graph is None:
+            if self._runner is None:
                 from ._checkpoints import open_answers, open_checkpoints
 
                 saver = self._stack.enter_context(open_checkpoints(self.checkpoints))
                 answers = self._stack.enter_context(open_answers(self.checkpoints))
-                self._graph = _workflow(self.options, self.service, self.run_id, saver, answers)
-            return self._graph
+                self._runner = _workflow(self.options, self.service, self.run_id, saver, answers)
+            return self._runner
 
     async def process(self, doc: Any) -> dict[str, Any]:
-        graph, context = await self._ready()
+        runner = await self._ready()
         summary = RunSummary(self.run_id, self.options.out)
-        line = await _one(doc, graph, context, summary, asyncio.Event())
+        line = await _one(doc, runner, summary, asyncio.Event())
         return {"line": line, "stopped": summary.stopped}
 
 

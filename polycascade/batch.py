@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -124,7 +124,7 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
     options.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoints = options.checkpoints or options.out.with_suffix(".checkpoints.db")
     with open_checkpoints(checkpoints) as saver, open_answers(checkpoints) as answers:
-        graph, context = _workflow(options, service, summary.run_id, saver, answers)
+        runner = _workflow(options, service, summary.run_id, saver, answers)
         with _progress(options.progress) as progress, options.out.open("a", encoding="utf-8") as sink:
             bar = progress.add_task("documents", total=None)
             writer = _Writer(sink)
@@ -143,7 +143,7 @@ async def run_batch(options: RunOptions, service: Service) -> RunSummary:
                 while (doc := await queue.get()) is not None:
                     if stop.is_set():
                         continue  # drain: the producer must not block on a full queue
-                    line = await _one(doc, graph, context, summary, stop)
+                    line = await _one(doc, runner, summary, stop)
                     if line is not None:
                         await writer.write(line)
                     progress.update(bar, completed=summary.done + summary.failed, total=summary.total - summary.skipped,
@@ -160,54 +160,64 @@ async def tally_spend(summary: RunSummary, ledger: Any) -> None:
     summary.spent = sum(summary.vendors.values(), Decimal(0))
 
 
-def _workflow(
-    options: RunOptions, service: Service, run_id: str, saver: Any, answers: AnswerJournal
-) -> tuple[Any, Any]:
-    """The graph for a built-in workflow name, or a user's `module:function` returning a graph.
-    Built-in workflows answer from `answers` what an earlier process already paid for."""
+Runner = Callable[[Any], Awaitable[dict[str, Any]]]  # a document → its output
+
+
+def _workflow(options: RunOptions, service: Service, run_id: str, saver: Any, answers: AnswerJournal) -> Runner:
+    """How each document runs: a built-in workflow name, or a user's `module:function` returning a graph.
+
+    Built-in document workflows step their graph's nodes directly (`run_document`): a resumed
+    document is answered from `answers`, which holds every answer paid for. Other graphs run under
+    LangGraph with their checkpoints in `saver`, resumed from the last one."""
     data_class = options.data_class  # None: the policy's default, applied by the cascade
     if options.workflow in ("summarise", "extract"):
-        from polycascade.graphs.documents import DocContext, Workflow, build_document_graph
+        from polycascade.graphs.documents import DocContext, Workflow, run_document
 
-        workflow = cast(Workflow, options.workflow)
         cascade = service.cascade(journal=answers)
+        workflow = cast(Workflow, options.workflow)
         context = DocContext(cascade, workflow, options.schema, data_class, run_id, options.chunk_tokens)
-        return build_document_graph(saver), context
+        return lambda doc: run_document(doc.id, doc.text, context)
     if options.workflow == "delegate":
         from polycascade.graphs.delegation import DelegationContext, build_delegation_graph
 
-        return build_delegation_graph(saver), DelegationContext(service.cascade(journal=answers), data_class, run_id)
+        delegation = DelegationContext(service.cascade(journal=answers), data_class, run_id)
+        return _checkpointed(build_delegation_graph(saver), delegation, run_id)
     if ":" in options.workflow:
         from ._ask import load_object
 
         factory = load_object(options.workflow, "WORKFLOW", "function", "myapp.flows:build")
         graph, context = factory(service, saver, run_id=run_id, data_class=data_class)
-        return graph, context
+        return _checkpointed(graph, context, run_id)
     raise ConfigError(f"unknown workflow {options.workflow!r}: summarise, extract, delegate, or module:function")
 
 
-async def _one(doc: Any, graph: Any, context: Any, summary: RunSummary, stop: asyncio.Event) -> dict[str, Any] | None:
+def _checkpointed(graph: Any, context: Any, run_id: str) -> Runner:
+    """A document through a LangGraph graph in its own checkpointed thread, resumed where it stopped."""
+
+    async def run(doc: Any) -> dict[str, Any]:
+        config = {"configurable": {"thread_id": f"{run_id}:{doc.key}"}}
+        saved = await graph.aget_state(config)
+        if saved.values.get("output") is not None:
+            return dict(saved.values["output"])  # finished before a crash, but its line was never written
+        start = None if saved.next else {"doc_id": doc.id, "text": doc.text}  # None: resume from the checkpoint
+        state = await graph.ainvoke(start, config, context=context, durability="sync")
+        return dict(state["output"])
+
+    return run
+
+
+async def _one(doc: Any, runner: Runner, summary: RunSummary, stop: asyncio.Event) -> dict[str, Any] | None:
     from polycascade.tools.documents import BrokenDocument
 
     if isinstance(doc, BrokenDocument):
         summary.failed += 1
         return {"id": doc.id, "key": doc.key, "source": doc.source, "status": "error", "error": doc.error}
-    config = {"configurable": {"thread_id": f"{summary.run_id}:{doc.key}"}}
     try:
-        saved = await graph.aget_state(config)
-        if saved.values.get("output") is not None:
-            state = saved.values  # finished before a crash, but its line was never written
-        elif saved.next:  # resume: answered chunks come from the checkpoint
-            state = await graph.ainvoke(None, config, context=context, durability="sync")
-        else:
-            state = await graph.ainvoke(
-                {"doc_id": doc.id, "text": doc.text}, config, context=context, durability="sync"
-            )
+        output = await runner(doc)
     except BudgetExceeded as exc:
         summary.stopped = str(exc)
         stop.set()
         return None
-    output = state["output"]
     summary.done += output["status"] != "failed"
     summary.failed += output["status"] == "failed"
     return {"id": doc.id, "key": doc.key, "source": doc.source, **output}
@@ -228,14 +238,24 @@ async def _documents(files: list[Path], root: Path, done: set[str], summary: Run
 
 
 class _Writer:
+    """Result lines, each on disk before its document counts as done; one fsync for all the lines
+    written while the loop was busy (group commit), not one per line."""
+
     def __init__(self, sink: Any) -> None:
-        self.sink, self.lock = sink, asyncio.Lock()
+        self.sink = sink
+        self._sync: asyncio.Task[None] | None = None
 
     async def write(self, line: dict[str, Any]) -> None:
-        async with self.lock:
-            self.sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-            self.sink.flush()
-            os.fsync(self.sink.fileno())  # the line is the record that the document is done
+        self.sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if self._sync is None:
+            self._sync = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(self._sync)  # returns once this line is on disk
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # documents finishing in this turn of the loop add their lines first
+        self._sync = None  # lines written from now on wait for the next fsync
+        self.sink.flush()
+        os.fsync(self.sink.fileno())
 
 
 async def _status(service: Service, summary: RunSummary) -> str:
