@@ -2,8 +2,11 @@
 (`_ledger_postgres.PostgresAccounts`). Each ledger says which (`Ledger.accounts`).
 
 Committed money = spend settled in the ledger + the maximum cost of every call in flight.
-`exclusive()` makes a decision and its reservation atomic: an asyncio lock in one process; a
-transaction holding a PostgreSQL advisory lock across processes and machines.
+In one process an asyncio lock (`exclusive()`) makes a decision and its reservation atomic. Across
+processes (PostgreSQL) each budget scope is a row, and a reservation a guarded update of its rows
+(`… WHERE committed + amount <= limit`): workers decide in parallel, and one that decided on a
+stale view finds no room, and decides again (`reserve` names the scope). Only a vendor share cap,
+which weighs every vendor's spend against the total, still makes decisions take turns.
 
 Over a ledger on disk (`durable`), each reservation is also written as a ledger row in flight, at
 its reserved cost, before the call goes out; the call's own row replaces it. A process killed
@@ -37,18 +40,25 @@ class Reserved:
     api: bool  # self-hosted calls do not count towards vendor shares
     amount: Decimal
     scopes: tuple[str, ...]
+    limits: tuple[Decimal, ...] = ()  # each scope's budget, in the same order
 
 
 class Accounts(Protocol):
     durable: bool  # reservations are written to the ledger as rows in flight (`reserve` wants the row)
 
-    def exclusive(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+    def exclusive(self, coupled: bool = True) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around one decision and its reservation; `coupled`: the decision weighs every vendor's
+        spend (a share cap), so no other may be made at the same time anywhere."""
+        ...
 
     async def committed(self, scope: str, settled: Load) -> Decimal: ...
 
     async def vendor_committed(self, since: float) -> tuple[dict[str, Decimal], dict[str, int]]: ...
 
-    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> None: ...
+    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> str | None:
+        """Commit `r` (and its ledger row in flight); None when done, else the scope that had no
+        room left (another worker took it since the decision looked)."""
+        ...
 
     async def release(self, r: Reserved, cost: Decimal) -> bool: ...
 
@@ -82,7 +92,7 @@ class LocalAccounts:
         self._vendor_settled: dict[str, tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
         self._locks: dict[int, asyncio.Lock] = {}
 
-    def exclusive(self) -> asyncio.Lock:
+    def exclusive(self, coupled: bool = True) -> asyncio.Lock:
         loop_id = id(asyncio.get_running_loop())  # one lock per event loop: sync wrappers make new loops
         lock = self._locks.get(loop_id)
         if lock is None:
@@ -120,10 +130,11 @@ class LocalAccounts:
                 calls[r.vendor] += 1
         return dict(spend), dict(calls)
 
-    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> None:
+    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> str | None:
         if row is not None:
             await self.ledger.write(row)
         self.reservations[r.id] = r
+        return None  # under the lock the decision saw everything committed: there is room
 
     async def release(self, r: Reserved, cost: Decimal) -> bool:
         if self.reservations.pop(r.id, None) is None:

@@ -16,7 +16,7 @@ from typing import Any
 from . import _ledger_sql as sql
 from ._accounts import Load, Reserved
 from .errors import ConfigError
-from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico
+from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico, to_pico
 
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -131,63 +131,109 @@ class PostgresLedger:
             await conn.close()
 
     async def drop(self) -> None:
-        """Remove the table (tests use one table each)."""
+        """Remove the table and what the governor keeps beside it (tests use one table each)."""
         await self._run(f"DROP TABLE IF EXISTS {self.table}")
+        await self._run(f"DROP TABLE IF EXISTS {self.table}_committed")
 
 
 class PostgresAccounts:
     """Shared by every worker using the same PostgreSQL ledger: caps and budgets hold across all of them.
 
-    A reservation is its row in flight in the ledger table, written inside the transaction that
-    holds the lock, so the next decision anywhere counts it; the call's own row replaces it. A
-    worker that dies mid-call leaves its row, counted at the reserved cost (money may have been
-    spent), and shown as in flight by `report` and `explain`.
+    Each budget scope (`run:…`, `day:…`, `tenant:…:…`, `task:…`) is a row of committed money, first
+    loaded from the ledger's spend. A reservation adds its amount to each of its rows with a guarded
+    `UPDATE … WHERE committed + amount <= limit` in one transaction, and writes its ledger row in
+    flight; settling moves the row to the actual cost. Workers reserve in parallel, each budget row
+    locked only for its update; a decision made on a view another worker has since changed finds no
+    room and is made again (`Governor.route`). A vendor share cap weighs every vendor's spend against
+    the total, so decisions under one take turns on a PostgreSQL advisory lock (`coupled`).
+
+    A worker that dies mid-call leaves its money committed and its row in flight (the call may have
+    been billed): `report` and `explain` show it as `in_flight`.
     """
 
     durable = True
 
     def __init__(self, ledger: Any) -> None:
-        self.ledger = ledger
+        self.ledger, self.table = ledger, f"{ledger.table}_committed"
         self.live: set[str] = set()  # this process's reservations, released once each
         self._locks: dict[int, asyncio.Lock] = {}
         self._conns: dict[int, Any] = {}
 
     async def _conn(self) -> Any:
-        """Our own connection per loop: the lock's transaction must not hold up the ledger's writes."""
+        """Our own connection per loop: reservations commit apart from the ledger's writes."""
         import psycopg
 
         loop_id = id(asyncio.get_running_loop())
         conn = self._conns.get(loop_id)
         if conn is None or conn.closed:
-            await self.ledger._conn()  # the table exists
+            await self.ledger._conn()  # the ledger's table exists
             conn = await psycopg.AsyncConnection.connect(self.ledger.url, autocommit=True)
+            ddl = f"CREATE TABLE IF NOT EXISTS {self.table} (scope TEXT PRIMARY KEY, committed_pico BIGINT NOT NULL)"
+            await create_once(conn, ddl)
             self._conns[loop_id] = conn
         return conn
 
+    def _lock(self) -> asyncio.Lock:
+        """One user of this process's connection at a time (a transaction must not take in another's statements)."""
+        return self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
+
     @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        loop_id = id(asyncio.get_running_loop())
-        async with self._locks.setdefault(loop_id, asyncio.Lock()):
+    async def exclusive(self, coupled: bool = True) -> AsyncIterator[None]:
+        async with self._lock():
+            if not coupled:
+                yield
+                return
             conn = await self._conn()
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.ledger.table,))
                 yield
 
     async def committed(self, scope: str, settled: Load) -> Decimal:
-        return await settled()  # rows in flight included
+        conn = await self._conn()
+        select = f"SELECT committed_pico FROM {self.table} WHERE scope = %s"
+        row = await (await conn.execute(select, (scope,))).fetchone()
+        if row is None:  # a new scope starts from what the ledger holds (a resumed run, an earlier process)
+            start = to_pico(await settled())
+            await conn.execute(
+                f"INSERT INTO {self.table} VALUES (%s, %s) ON CONFLICT (scope) DO NOTHING", (scope, start)
+            )
+            row = await (await conn.execute(select, (scope,))).fetchone()
+        return from_pico(int(row[0]))
 
     async def vendor_committed(self, since: float) -> tuple[dict[str, Decimal], dict[str, int]]:
-        rows = await self.ledger.spend_by("vendor", since=since, api_only=True)
+        rows = await self.ledger.spend_by("vendor", since=since, api_only=True)  # rows in flight included
         return {v: r.cost for v, r in rows.items()}, {v: r.calls for v, r in rows.items()}
 
-    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> None:
+    async def reserve(self, r: Reserved, row: CallRecord | None = None) -> str | None:
         assert row is not None, "durable accounts keep each reservation as its row in flight"
-        conn = await self._conn()  # inside `exclusive`: the row commits with the decision
-        await conn.execute(self.ledger.upsert, sql.to_row(row))
+        conn, amount = await self._conn(), to_pico(r.amount)
+        room = "committed_pico + %s <= %s"
+        guarded = f"UPDATE {self.table} SET committed_pico = committed_pico + %s WHERE scope = %s AND {room}"
+        try:
+            async with conn.transaction():  # a savepoint when `exclusive` holds the share lock's transaction
+                for scope, limit in zip(r.scopes, r.limits, strict=True):
+                    if (await conn.execute(guarded, (amount, scope, amount, to_pico(limit)))).rowcount != 1:
+                        raise _NoRoom(scope)
+                await conn.execute(self.ledger.upsert, sql.to_row(row))
+        except _NoRoom as full:
+            return full.scope
         self.live.add(r.id)
+        return None
 
     async def release(self, r: Reserved, cost: Decimal) -> bool:
         if r.id not in self.live:
             return False
         self.live.discard(r.id)
+        if r.scopes:
+            async with self._lock():
+                conn = await self._conn()
+                await conn.execute(
+                    f"UPDATE {self.table} SET committed_pico = committed_pico + %s WHERE scope = ANY(%s)",
+                    (to_pico(cost) - to_pico(r.amount), list(r.scopes)),
+                )
         return True
+
+
+class _NoRoom(Exception):
+    def __init__(self, scope: str) -> None:
+        self.scope = scope

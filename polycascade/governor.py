@@ -63,12 +63,14 @@ class Reservation:
     spec: ModelSpec
     amount: Decimal
     scopes: tuple[str, ...]
+    limits: tuple[Decimal, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
 
     def reserved(self) -> Reserved:
-        return Reserved(self.id, self.spec.vendor, self.spec.hosting == "api", self.amount, self.scopes)
+        api = self.spec.hosting == "api"
+        return Reserved(self.id, self.spec.vendor, api, self.amount, self.scopes, self.limits)
 
 
 @frozen
@@ -106,6 +108,7 @@ class Why(Mapping[str, Any]):
 
 
 _Scope = tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]  # budget key, limit, load what was spent
+RESERVE_TRIES = 16  # decisions in a row that another worker's reservation can overtake
 
 
 class Governor:
@@ -119,6 +122,7 @@ class Governor:
     ) -> None:
         self.policy, self.ledger, self.clock = policy, ledger or MemoryLedger(), clock
         self.accounts: Accounts = self.ledger.accounts(clock, refresh_s)
+        self.coupled = policy.vendor_share is not None  # a share cap weighs every vendor: decisions take turns
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
         self._residency_rules: dict[str, Rule] = {}
 
@@ -133,31 +137,42 @@ class Governor:
         rng: Any = None,
         agreement: KindRecord | None = None,
     ) -> tuple[Decision, Reservation | None]:
-        """Choose the next model under every rule and reserve its maximum cost, atomically."""
-        async with self.accounts.exclusive():
-            scopes = self._scopes(context)
-            snapshot = await self._snapshot(scopes, context.tenant)
-            rules = self.rules(context.data_class, snapshot)
-            decision = choose(pool, need, tallies, settings, rules, rng, agreement)
-            if decision.rejected:
-                telemetry.count_denials(decision.rejected)
-            if decision.chosen is None:
-                if not decision.stop:
-                    _raise_if_budget_blocked(decision.rejected)
-                return decision, None
-            spec = next(s for s in pool if s.id == decision.chosen)
-            return decision, await self._reserve(spec, max_call_cost(spec, need), scopes, context)
+        """Choose the next model under every rule and reserve its maximum cost, atomically: if another
+        worker took the room the decision counted on, decide again on what is left."""
+        for _ in range(RESERVE_TRIES):
+            async with self.accounts.exclusive(self.coupled):
+                scopes = self._scopes(context)
+                snapshot = await self._snapshot(scopes, context.tenant)
+                decision = choose(
+                    pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng, agreement
+                )
+                if decision.chosen is None:
+                    telemetry.count_denials(decision.rejected)
+                    if not decision.stop:
+                        _raise_if_budget_blocked(decision.rejected)
+                    return decision, None
+                spec = next(s for s in pool if s.id == decision.chosen)
+                reservation, full = await self._reserve(spec, max_call_cost(spec, need), scopes, context)
+                if reservation is not None:
+                    telemetry.count_denials(decision.rejected)
+                    return decision, reservation
+        raise await self._no_room(full, scopes, max_call_cost(spec, need))
 
     async def admit(self, spec: ModelSpec, need: Need, context: CallContext) -> Reservation:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
-        async with self.accounts.exclusive():
-            scopes = self._scopes(context)
-            snapshot = await self._snapshot(scopes, context.tenant)
-            for rule in self.rules(context.data_class, snapshot):
-                if (denial := rule(spec, need)) is not None:
-                    _raise_if_budget_blocked({spec.id: denial})
-                    raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
-            return await self._reserve(spec, max_call_cost(spec, need), scopes, context)
+        amount = max_call_cost(spec, need)
+        for _ in range(RESERVE_TRIES):
+            async with self.accounts.exclusive(self.coupled):
+                scopes = self._scopes(context)
+                snapshot = await self._snapshot(scopes, context.tenant)
+                for rule in self.rules(context.data_class, snapshot):
+                    if (denial := rule(spec, need)) is not None:
+                        _raise_if_budget_blocked({spec.id: denial})
+                        raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
+                reservation, full = await self._reserve(spec, amount, scopes, context)
+                if reservation is not None:
+                    return reservation
+        raise await self._no_room(full, scopes, amount)
 
     async def run(self, reservation: Reservation, call: Callable[[], Awaitable[T]]) -> T:
         """Make the reserved call; settle its actual cost, or release the reservation if it fails."""
@@ -223,12 +238,23 @@ class Governor:
         return self._residency_rules[data_class]
 
     # state ------------------------------------------------------------------------------------
-    async def _reserve(self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope], ctx: CallContext) -> Reservation:
-        reservation = Reservation(new_call_id(), spec, amount, tuple(key for key, _, _ in scopes))
+    async def _reserve(
+        self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope], ctx: CallContext
+    ) -> tuple[Reservation | None, str | None]:
+        """The reservation, or None and the scope another worker filled since the snapshot."""
+        keys, limits = tuple(key for key, _, _ in scopes), tuple(limit for _, limit, _ in scopes)
+        reservation = Reservation(new_call_id(), spec, amount, keys, limits)
         row = in_flight_record(spec, ctx, reservation.id, amount, self.clock()) if self.accounts.durable else None
-        await self.accounts.reserve(reservation.reserved(), row)
+        if (full := await self.accounts.reserve(reservation.reserved(), row)) is not None:
+            return None, full
         self._breaker(spec.vendor).on_dispatch(self.clock())
-        return reservation
+        return reservation, None
+
+    async def _no_room(self, scope: str | None, scopes: list[_Scope], needed: Decimal) -> BudgetExceeded:
+        """Decided again and again, and each time another worker had taken the room: the budget is spent."""
+        key, limit, load = next(s for s in scopes if s[0] == scope)
+        committed = await self.accounts.committed(key, load)
+        return BudgetExceeded(key.split(":")[0], limit, limit - committed, needed)
 
     def _breaker(self, vendor: str) -> CircuitBreaker:
         if vendor not in self._breakers:

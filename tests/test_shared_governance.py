@@ -66,3 +66,73 @@ async def test_two_workers_share_one_budget_and_one_share_cap() -> None:
         await ledgers[0].drop()
         for ledger in ledgers:
             await ledger.close()
+
+
+def test_eight_processes_reserve_at_once_and_the_run_budget_holds_to_the_cent() -> None:
+    """No lock between workers any more: each reservation is a guarded update of the budget's row."""
+    import multiprocessing
+    import time
+
+    table, limit = f"calls_{uuid.uuid4().hex[:12]}", Decimal("0.01")
+    start_at = time.time() + 6  # every process imported and connected: they begin together
+    try:
+        with multiprocessing.get_context("spawn").Pool(8) as pool:
+            outcomes = pool.starmap(_worker, [(table, str(limit), start_at, seed) for seed in range(8)])
+        spent = asyncio.run(_spent(table))
+        admitted = sum((Decimal(a) for a, _ in outcomes), Decimal(0))
+        refused = sum(r for _, r in outcomes)
+        assert spent == admitted <= limit, (spent, admitted)
+        assert refused > 0 and limit - spent < max(max_call_cost(m, NEED) for m in API_POOL)  # filled, not starved
+        assert sum(1 for a, _ in outcomes if Decimal(a) > 0) >= 4  # the room went to many workers, not one
+    finally:
+        asyncio.run(_drop(table))
+
+
+def _worker(table: str, limit: str, start_at: float, seed: int) -> tuple[str, int]:
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))
+    return asyncio.run(_reserve_many(table, Decimal(limit), seed))
+
+
+async def _reserve_many(table: str, limit: Decimal, seed: int) -> tuple[str, int]:
+    ledger = PostgresLedger(POSTGRES_URL, table=table)
+    worker = Governor(Policy(name="shared", data_classes=CLASSES, budgets=Budgets(per_run_usd=limit)), ledger)
+    rng, admitted, refused = random.Random(seed), Decimal(0), 0
+
+    async def call() -> None:
+        nonlocal admitted, refused
+        ctx = CallContext(run_id="eight", data_class="public")
+        try:
+            _, reservation = await worker.route(API_POOL, NEED, ctx, {}, RoutingSettings(), rng)
+        except BudgetExceeded:
+            refused += 1
+            return
+        assert reservation is not None
+        await asyncio.sleep(rng.random() / 50)
+        spec, cost = reservation.spec, reservation.amount * Decimal("0.8")
+        completion = Completion(reservation.id, spec.id, spec.vendor, "ok", (), Usage(800, 800), cost, 0.01, 1)
+        request = CompletionRequest.of(spec.id, "x", context=ctx, call_id=reservation.id)
+        await ledger.write(call_record(spec, request, reservation.id, 0.01, 1, "ok", completion))  # as the gateway
+        await worker.settle(reservation, cost, vendor_ok=True)
+        admitted += cost
+
+    try:
+        await asyncio.gather(*(call() for _ in range(25)))
+    finally:
+        await ledger.close()
+    return str(admitted), refused
+
+
+async def _spent(table: str) -> Decimal:
+    ledger = PostgresLedger(POSTGRES_URL, table=table)
+    try:
+        return sum((r.cost for r in (await ledger.spend_by("vendor", run_id="eight")).values()), Decimal(0))
+    finally:
+        await ledger.close()
+
+
+async def _drop(table: str) -> None:
+    ledger = PostgresLedger(POSTGRES_URL, table=table)
+    await ledger.drop()
+    await ledger.close()
