@@ -49,6 +49,7 @@ class PostgresLedger:
             f"ON CONFLICT (call_id) DO UPDATE SET {updates}"
         )
         self._conns: dict[int, Any] = {}
+        self._tallies = sql.TallyCache()
 
     async def _conn(self) -> Any:
         loop = id(asyncio.get_running_loop())
@@ -77,12 +78,19 @@ class PostgresLedger:
 
     async def write(self, rec: CallRecord) -> None:
         await self._run(self.upsert, sql.to_row(rec))
+        if rec.verdict is not None:
+            self._tallies.forget()
 
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
-        await self._run(
-            f"UPDATE {self.table} SET verdict = %s, score = %s, evaluator = %s WHERE call_id = %s",
-            (int(passed), score, evaluator, call_id),
+        found = await self._run(
+            f"WITH before AS (SELECT call_id, verdict FROM {self.table} WHERE call_id = %s) "
+            f"UPDATE {self.table} t SET verdict = %s, score = %s, evaluator = %s FROM before "
+            "WHERE t.call_id = before.call_id RETURNING t.task_kind, t.model, before.verdict",
+            (call_id, int(passed), score, evaluator),
         )
+        if found:
+            kind, model, before = found[0]
+            self._tallies.verdict(kind, model, before, passed)
 
     async def get(self, call_id: str) -> CallRecord | None:
         rows = await self._run(f"{sql.SELECT.format(table=self.table)} WHERE call_id = %s", (call_id,))
@@ -118,9 +126,9 @@ class PostgresLedger:
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
-        where, args = sql.where("%s", task_kind=task_kind)
-        rows = await self._run(sql.tallies_query(self.table, where), args)
-        return {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
+        if self._tallies.stale():
+            self._tallies.load(await self._run(sql.tallies_query(self.table, "")))  # type: ignore[arg-type]
+        return self._tallies.get(task_kind)
 
     def accounts(self, clock: Callable[[], float], refresh_s: float) -> PostgresAccounts:
         return PostgresAccounts(self)  # shared: caps and budgets hold across every worker

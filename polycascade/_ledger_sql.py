@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from .ledger import IN_FLIGHT, SELF_HOSTED, CallRecord, Outcome, from_pico, to_pico
+from .ledger import IN_FLIGHT, SELF_HOSTED, CallRecord, Outcome, Tally, from_pico, to_pico
 
 COLUMNS = (
     "call_id", "ts", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model",
@@ -86,3 +88,42 @@ def close_in_flight(
         f"UPDATE {table} SET outcome = {mark}, cost_pico = {mark} WHERE call_id = {mark} AND outcome = '{IN_FLIGHT}'",
         (outcome, to_pico(cost), call_id),
     )
+
+
+class TallyCache:
+    """Verdict tallies per (task kind, model), loaded from the table at most every `refresh_s` and
+    kept up to date with this process's own verdicts in between. Routing reads them for every
+    decision; an aggregate over every verdict each time would grow with the ledger. Verdicts other
+    processes record show at the next load (routing estimates, not money: a little late is fine)."""
+
+    def __init__(self, refresh_s: float = 30.0) -> None:
+        self.refresh_s = refresh_s
+        self._loaded_at: float | None = None
+        self._tallies: dict[tuple[str, str], Tally] = {}
+
+    def stale(self) -> bool:
+        return self._loaded_at is None or time.monotonic() - self._loaded_at > self.refresh_s
+
+    def load(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
+        self._tallies = {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
+        self._loaded_at = time.monotonic()
+
+    def get(self, task_kind: str | None) -> dict[tuple[str, str], Tally]:
+        return {
+            key: t
+            for key, t in self._tallies.items()
+            if (task_kind is None or key[0] == task_kind) and (t.passes or t.fails)
+        }
+
+    def verdict(self, kind: str, model: str, before: int | None, passed: bool) -> None:
+        """A call's verdict set (or changed from `before`) in this process."""
+        if self._loaded_at is None:
+            return  # loaded with it, when first read
+        t = self._tallies.get((kind, model), Tally())
+        passes, fails = t.passes + passed, t.fails + (not passed)
+        if before is not None:
+            passes, fails = passes - bool(before), fails - (not before)
+        self._tallies[(kind, model)] = Tally(passes, fails)
+
+    def forget(self) -> None:
+        self._loaded_at = None

@@ -30,6 +30,7 @@ class SQLiteLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(sql.schema(TABLE))
+        self._tallies = sql.TallyCache()
 
     def _run(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -38,12 +39,18 @@ class SQLiteLedger:
     async def write(self, rec: CallRecord) -> None:
         marks = ", ".join("?" * len(sql.COLUMNS))
         self._run(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(sql.COLUMNS)}) VALUES ({marks})", sql.to_row(rec))
+        if rec.verdict is not None:
+            self._tallies.forget()
 
     async def set_verdict(self, call_id: str, passed: bool, score: float | None, evaluator: str) -> None:
+        found = self._run(f"SELECT task_kind, model, verdict FROM {TABLE} WHERE call_id = ?", (call_id,))
         self._run(
             f"UPDATE {TABLE} SET verdict = ?, score = ?, evaluator = ? WHERE call_id = ?",
             (int(passed), score, evaluator, call_id),
         )
+        if found:
+            kind, model, before = found[0]
+            self._tallies.verdict(kind, model, before, passed)
 
     async def get(self, call_id: str) -> CallRecord | None:
         rows = self._run(f"{sql.SELECT.format(table=TABLE)} WHERE call_id = ?", (call_id,))
@@ -77,9 +84,9 @@ class SQLiteLedger:
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
-        where, args = sql.where("?", task_kind=task_kind)
-        rows = self._run(sql.tallies_query(TABLE, where), args)
-        return {(kind, model): Tally(int(p), int(f)) for kind, model, p, f in rows}
+        if self._tallies.stale():
+            self._tallies.load(self._run(sql.tallies_query(TABLE, "")))
+        return self._tallies.get(task_kind)
 
     def accounts(self, clock: Callable[[], float], refresh_s: float) -> Accounts:
         return LocalAccounts(self, clock, refresh_s, shared=True)  # other processes may write the file

@@ -183,3 +183,28 @@ async def test_sqlite_ledger_is_durable_across_connections(tmp_path: Path) -> No
     second = SQLiteLedger(tmp_path / "l.db")
     assert await second.get(rec.call_id) == rec
     await second.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_tallies_are_read_once_per_refresh_and_see_other_processes_then(backend: str, tmp_path: Path) -> None:
+    """Routing reads tallies per decision: a SQL ledger keeps them (its own verdicts at once), and reloads
+    them every `refresh_s` to learn what other processes recorded."""
+    ours = BACKENDS[backend](tmp_path)
+    table = getattr(ours, "table", "")
+    other = SQLiteLedger(tmp_path / "ledger.db") if backend == "sqlite" else PostgresLedger(POSTGRES_URL, table=table)
+    opened = [ours, other]
+    try:
+        mine, theirs = call(task_kind="qa", model="a"), call(task_kind="qa", model="a")
+        await ours.write(mine)
+        await ours.write(theirs)
+        assert await ours.tallies("qa") == {}
+        await ours.set_verdict(mine.call_id, True, None, "rules")
+        await other.set_verdict(theirs.call_id, False, None, "rules")
+        assert await ours.tallies("qa") == {("qa", "a"): Tally(1, 0)}  # ours at once; theirs not yet
+        ours._tallies.refresh_s = 0  # type: ignore[attr-defined]
+        assert await ours.tallies("qa") == {("qa", "a"): Tally(1, 1)}
+    finally:
+        if isinstance(ours, PostgresLedger):
+            await ours.drop()
+        for ledger in opened:
+            await ledger.close()
