@@ -30,6 +30,7 @@ class DocWorker:
         self.service = self._stack.enter_context(open_service(**service_kwargs))
         self.options, self.run_id, self.checkpoints = options, run_id, checkpoints
         self._runner: Runner | None = None
+        self.node = _node_id()
         self._lock = asyncio.Lock()
 
     async def _ready(self) -> Runner:
@@ -46,7 +47,7 @@ class DocWorker:
         runner = await self._ready()
         summary = RunSummary(self.run_id, self.options.out)
         line = await _one(doc, runner, summary, asyncio.Event())
-        return {"line": line, "stopped": summary.stopped}
+        return {"line": line, "stopped": summary.stopped, "node": self.node}
 
 
 def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int) -> RunSummary:
@@ -82,11 +83,12 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
                         summary.stopped = result["stopped"]
                     if result["line"] is not None:
                         _count(summary, result["line"])
+                        summary.nodes[result["node"]] = summary.nodes.get(result["node"], 0) + 1
                         sink.write(_json(result["line"]) + "\n")
                         sink.flush()
                         os.fsync(sink.fileno())
 
-            for n, path in enumerate(p for p in discover(options.input)):
+            for path in discover(options.input):
                 for doc in load(path, options.input):
                     summary.total += 1
                     summary.note_id(doc.id, doc.key)
@@ -96,7 +98,7 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
                     if summary.stopped:
                         break
                     collect(options.concurrency - 1)
-                    pending[pool[(n + summary.total) % workers].process.remote(doc)] = doc
+                    pending[pool[summary.total % workers].process.remote(doc)] = doc  # in turn
             collect(0)
     finally:
         for worker in pool:
@@ -104,6 +106,12 @@ def run_on_ray(options: RunOptions, service_kwargs: dict[str, Any], workers: int
         if started_here:
             ray.shutdown()
     return summary
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _count(summary: RunSummary, line: dict[str, Any]) -> None:

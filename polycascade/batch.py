@@ -59,6 +59,7 @@ class RunSummary:
     vendors: dict[str, Decimal] = field(default_factory=dict)
     status_line: tuple[float, str] | None = None  # the progress bar's last status and when it was computed
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # an id given to several records → their keys
+    nodes: dict[str, int] = field(default_factory=dict)  # Ray node id → documents it answered (`--backend ray`)
     _first_key: dict[str, str] = field(default_factory=dict, repr=False)
 
     def note_id(self, doc_id: str, key: str) -> None:

@@ -222,8 +222,9 @@ def run(
             governed = service.policy
     report_path = _write_run_report(summary, ledger, governed)
     shares = ", ".join(f"{v} ${c:.6f}" for v, c in sorted(summary.vendors.items(), key=lambda kv: -kv[1]))
+    nodes = f" on {len(summary.nodes)} Ray node{'s' * (len(summary.nodes) != 1)}" if summary.nodes else ""
     err.print(
-        f"{summary.done} done, {summary.failed} failed, {summary.skipped} already done · ${summary.spent:.6f}"
+        f"{summary.done} done{nodes}, {summary.failed} failed, {summary.skipped} already done · ${summary.spent:.6f}"
         f"{' (' + shares + ')' if shares else ''}\nresults: {summary.out}\nreport:  {report_path}  "
         f"(again any time: polycascade report --run {summary.run_id} --ledger {ledger})",
         highlight=False,

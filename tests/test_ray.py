@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -108,3 +111,40 @@ async def _drop(url: str) -> None:
     ledger = PostgresLedger.from_url(url)
     await ledger.drop()
     await ledger.close()
+
+
+def test_documents_spread_over_two_ray_nodes_started_apart_and_the_budget_holds(
+    vendors: Vendors, tmp_path: Path
+) -> None:
+    """A head and a second node, each its own `ray start` (one CPU each, so one worker each), the run
+    joining them through RAY_ADDRESS, one PostgreSQL ledger between them."""
+    ray_cli, port = str(Path(sys.executable).with_name("ray")), _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # Ray's own token, as in production
+    node = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000", "--disable-usage-stats"]
+    table = f"ray_{uuid.uuid4().hex[:10]}"
+    url = f"{POSTGRES_URL}?table={table}"
+    try:
+        subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", *node],
+                       check=True, capture_output=True, env=env, timeout=180)  # fmt: skip
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.1:{port}", *node],
+                       check=True, capture_output=True, env=env, timeout=180)  # fmt: skip
+        folder, out = documents(tmp_path / "in", 24), tmp_path / "nodes.jsonl"
+        result = run_cli("run", "summarise", "--backend", "ray", "--workers", "2", "--ledger", url,
+                         "--models", str(vendors.models_yaml(tmp_path / "m.yaml")), "--input", str(folder),
+                         "--out", str(out), "--no-local", "--no-progress", "--budget", "0.01", cwd=tmp_path,
+                         env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "24 done on 2 Ray nodes" in result.stderr, result.stderr[-2000:]
+        assert sorted(d["id"] for d in lines(out)) == sorted(f"doc{i:03d}.txt" for i in range(24))
+        assert Decimal(0) < sum(asyncio.run(_spend(url)).values(), Decimal(0)) <= Decimal("0.01")
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env, timeout=180)
+        asyncio.run(_drop(url))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
