@@ -256,7 +256,7 @@ class _Writer:
         await asyncio.sleep(0)  # documents finishing in this turn of the loop add their lines first
         self._sync = None  # lines written from now on wait for the next fsync
         self.sink.flush()
-        os.fsync(self.sink.fileno())
+        await asyncio.to_thread(os.fsync, self.sink.fileno())  # the disk waits; the loop goes on with other work
 
 
 async def _status(service: Service, summary: RunSummary) -> str:
