@@ -66,17 +66,24 @@ class InlineSqliteSaver(SqliteSaver):
 
 
 @contextlib.contextmanager
-def open_checkpoints(path: str | Path) -> Iterator[InlineSqliteSaver]:
-    """A checkpointer on the file at `path`, in WAL mode without an fsync per commit: a checkpoint
-    survives a killed process (what resume is for), not a power cut; the fsynced results file
-    stays the record of what is done."""
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+def _connected(path: str | Path, **options: Any) -> Iterator[sqlite3.Connection]:
+    """The checkpoint file at `path`, in WAL mode without an fsync per commit: what it holds survives
+    a killed process (what resume is for), not a power cut; the fsynced results file stays the
+    record of what is done."""
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30, **options)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        yield InlineSqliteSaver(conn)
+        yield conn
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def open_checkpoints(path: str | Path) -> Iterator[InlineSqliteSaver]:
+    """LangGraph's checkpointer on the file at `path`."""
+    with _connected(path) as conn:
+        yield InlineSqliteSaver(conn)
 
 
 class SqliteAnswers:
@@ -117,11 +124,6 @@ def _completion(kept: dict[str, Any]) -> Completion:
 
 @contextlib.contextmanager
 def open_answers(path: str | Path) -> Iterator[SqliteAnswers]:
-    """The answer journal in the checkpoint file at `path` (its own connection, WAL as `open_checkpoints`)."""
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+    """The answer journal in the checkpoint file at `path`, on a connection of its own (autocommit)."""
+    with _connected(path, isolation_level=None) as conn:
         yield SqliteAnswers(conn)
-    finally:
-        conn.close()
