@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,11 @@ os.environ["POLYCASCADE_LOOPBACK_ONLY"] = "1"  # the gateway's guard; subprocess
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 from polycascade.catalog import Catalog, ModelsFile, ModelSpec, UserModel
+from polycascade.completer import call_record
+from polycascade.governor import Reservation
+from polycascade.ledger import Ledger
 from polycascade.testing import LocalModel, ScriptedRequest
+from polycascade.types import CallContext, Completion, CompletionRequest, Usage
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +130,6 @@ def make_spec(
     window: int = 8192,
 ) -> ModelSpec:
     """A catalog entry for pure policy tests (no endpoint: never called)."""
-    from decimal import Decimal
-
     price = Decimal(price_per_mtok) / 1_000_000
     return ModelSpec(
         id=id,
@@ -144,3 +147,15 @@ def make_spec(
         max_output_tokens=4096,
         quality=quality,
     )
+
+
+async def recorded_as_the_gateway(
+    ledger: Ledger, reservation: Reservation, context: CallContext, cost: Decimal, tokens: int = 10
+) -> Completion:
+    """What the gateway does for a reserved call it made: the call's own ledger row, under the
+    reservation's id (replacing the row in flight). The test then settles, as `Governor.run` does."""
+    spec = reservation.spec
+    completion = Completion(reservation.id, spec.id, spec.vendor, "ok", (), Usage(tokens, tokens), cost, 0.01, 1)
+    request = CompletionRequest.of(spec.id, "x", context=context, call_id=reservation.id)
+    await ledger.write(call_record(spec, request, reservation.id, 0.01, 1, "ok", completion))
+    return completion

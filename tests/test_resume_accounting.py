@@ -21,14 +21,13 @@ import pytest
 from polycascade import BudgetExceeded, ProviderUnavailable
 from polycascade._ledger_postgres import PostgresLedger
 from polycascade._ledger_sqlite import SQLiteLedger
-from polycascade.completer import call_record
 from polycascade.governor import Governor, Reservation
 from polycascade.ledger import IN_FLIGHT, Ledger
 from polycascade.policies.config import Budgets, DataClassRule, Policy
 from polycascade.policies.routing import Need, RoutingSettings, max_call_cost
-from polycascade.types import CallContext, Completion, CompletionRequest, Usage
+from polycascade.types import CallContext, Completion, Usage
 
-from .conftest import make_spec
+from .conftest import make_spec, recorded_as_the_gateway
 from .test_workflows import Vendors, documents, lines, run
 
 POSTGRES_URL = os.environ.get("POLYCASCADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -75,14 +74,6 @@ async def reserve(g: Governor) -> Reservation:
     return reservation
 
 
-async def answered(g: Governor, reservation: Reservation, cost: Decimal, **kw: object) -> Completion:
-    """What the gateway does for a call it makes: its own row, under the reservation's id."""
-    completion = Completion(reservation.id, "cheap", "DeepSeek", "ok", (), Usage(10, 10), cost, 0.1, 1, **kw)  # type: ignore[arg-type]
-    request = CompletionRequest.of("cheap", "x", context=CONTEXT, call_id=reservation.id)
-    await g.ledger.write(call_record(CHEAP, request, reservation.id, 0.1, 1, "ok", completion))
-    return completion
-
-
 async def committed(g: Governor) -> Decimal:
     snapshot = await g._snapshot(g._scopes(CONTEXT))
     return snapshot.budgets[0].committed
@@ -112,7 +103,7 @@ async def test_the_calls_own_row_replaces_its_row_in_flight_and_nothing_is_count
     clock.now += 60  # the budget's baseline is reloaded while the call is in flight: its row is in it
     assert await committed(g) == RESERVED
     cost = Decimal("0.0003")
-    completion = await answered(g, reservation, cost)
+    completion = await recorded_as_the_gateway(g.ledger, reservation, CONTEXT, cost)
     assert await g.run(reservation, lambda: _returns(completion)) is completion
     assert await committed(g) == cost
     clock.now += 60

@@ -9,12 +9,12 @@ from decimal import Decimal
 
 from polycascade import BudgetExceeded
 from polycascade._ledger_postgres import PostgresLedger
-from polycascade.completer import call_record
 from polycascade.governor import Governor
 from polycascade.policies.config import Budgets, Policy, ShareCap
 from polycascade.policies.routing import Need, RoutingSettings, max_call_cost
-from polycascade.types import CallContext, Completion, CompletionRequest, Usage
+from polycascade.types import CallContext
 
+from .conftest import recorded_as_the_gateway
 from .test_governor import CLASSES, POOL
 from .test_ledger_conformance import POSTGRES_URL
 
@@ -45,10 +45,7 @@ async def test_two_workers_share_one_budget_and_one_share_cap() -> None:
         assert reservation is not None
         spec = reservation.spec
         await asyncio.sleep(rng.random() / 100)
-        completion = Completion("c" + uuid.uuid4().hex[:8], spec.id, spec.vendor, "ok", (), Usage(1000, 1000),
-                                reservation.amount, 0.01, 1)  # fmt: skip
-        request = CompletionRequest.of(spec.id, "x", context=ctx)
-        await worker.ledger.write(call_record(spec, request, completion.call_id, 0.01, 1, "ok", completion))
+        completion = await recorded_as_the_gateway(worker.ledger, reservation, ctx, reservation.amount, 1000)
         await worker.settle(reservation, completion.cost, vendor_ok=True)
         admitted.append((spec.vendor if spec.hosting == "api" else "", completion.cost))
 
@@ -110,10 +107,8 @@ async def _reserve_many(table: str, limit: Decimal, seed: int) -> tuple[str, int
             return
         assert reservation is not None
         await asyncio.sleep(rng.random() / 50)
-        spec, cost = reservation.spec, reservation.amount * Decimal("0.8")
-        completion = Completion(reservation.id, spec.id, spec.vendor, "ok", (), Usage(800, 800), cost, 0.01, 1)
-        request = CompletionRequest.of(spec.id, "x", context=ctx, call_id=reservation.id)
-        await ledger.write(call_record(spec, request, reservation.id, 0.01, 1, "ok", completion))  # as the gateway
+        cost = reservation.amount * Decimal("0.8")
+        await recorded_as_the_gateway(ledger, reservation, ctx, cost, 800)
         await worker.settle(reservation, cost, vendor_ok=True)
         admitted += cost
 
