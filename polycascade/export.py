@@ -10,6 +10,7 @@ JSONL, `decimal128(38, 12)` in Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import AsyncIterator, Callable
@@ -68,20 +69,9 @@ async def export_calls(
         if not isinstance(out, Path):
             raise ConfigError("Parquet goes to a file: give `out` a path", parameter="out")
         return await _parquet(rows, out)
-    with _text(out) as sink:
+    opened = out.open("w", encoding="utf-8", newline="") if isinstance(out, Path) else contextlib.nullcontext(out)
+    with opened as sink:
         return await (_csv(rows, sink) if fmt == "csv" else _jsonl(rows, sink))
-
-
-class _text:
-    def __init__(self, out: Path | IO[str]) -> None:
-        self.out, self.opened = out, None if not isinstance(out, Path) else out.open("w", encoding="utf-8", newline="")
-
-    def __enter__(self) -> IO[str]:
-        return self.opened or self.out  # type: ignore[return-value]
-
-    def __exit__(self, *_: object) -> None:
-        if self.opened is not None:
-            self.opened.close()
 
 
 async def _csv(rows: AsyncIterator[dict[str, Any]], sink: IO[str]) -> int:

@@ -71,13 +71,17 @@ def _capture_content() -> bool:
 _gauges: dict[str, dict[tuple[tuple[str, str], ...], float]] = {"budget": {}, "breaker": {}}
 
 
+try:
+    from opentelemetry.metrics._internal import _ProxyMeterProvider as _NoSdk
+except ImportError:  # a future API without it: the gauges are always kept
+
+    class _NoSdk:  # type: ignore[no-redef]
+        pass
+
+
 def _metering() -> bool:
     """False while no SDK meter provider is set: gauges are then not even updated."""
-    try:
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
-    except ImportError:  # a future API without it: keep the gauges
-        return True
-    return not isinstance(metrics.get_meter_provider(), _ProxyMeterProvider)
+    return not isinstance(metrics.get_meter_provider(), _NoSdk)
 
 
 def observe_budgets(budgets: Iterable[tuple[str, str, Decimal]]) -> None:
@@ -214,18 +218,16 @@ def count_denials(rejected: Mapping[str, Any]) -> None:
 @contextlib.contextmanager
 def call_span(spec: ModelSpec, request: CompletionRequest) -> Iterator[Span]:
     """The CLIENT span of one model call (retries included); `record_call` fills in how it ended."""
-    name = spec.litellm_model.split("/", 1)[-1]
-    with _span(f"chat {name}", SpanKind.CLIENT) as span:
+    with _span(f"chat {_model_name(spec)}", SpanKind.CLIENT) as span:
         if span.is_recording():
-            span.set_attributes(_request_attributes(spec, request, name))
+            span.set_attributes(_request_attributes(spec, request))
         yield span
 
 
-def _request_attributes(spec: ModelSpec, request: CompletionRequest, name: str) -> dict[str, Any]:
+def _request_attributes(spec: ModelSpec, request: CompletionRequest) -> dict[str, Any]:
     ctx = request.context
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider_name(spec),
-        "gen_ai.request.model": name, "gen_ai.request.max_tokens": request.max_tokens,
+        **_chat(spec), "gen_ai.request.max_tokens": request.max_tokens,
         "polycascade.model": spec.id, "polycascade.vendor": spec.vendor,
         "polycascade.vendor.jurisdiction": spec.jurisdiction, "polycascade.host.jurisdiction": spec.host_jurisdiction,
         "polycascade.data_class": ctx.data_class, "polycascade.tenant": ctx.tenant, "polycascade.run_id": ctx.run_id,
@@ -263,10 +265,7 @@ def record_call(
     completion: Completion | None = None, error: BaseException | None = None,
 ) -> None:  # fmt: skip
     """How a call ended, on its span and in the metrics (both no-ops without an SDK)."""
-    base = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider_name(spec),
-        "gen_ai.request.model": spec.litellm_model.split("/", 1)[-1],
-    }  # fmt: skip
+    base = _chat(spec)
     if error is not None:
         base["error.type"] = type(error).__name__
     instruments = _instruments()
@@ -302,3 +301,16 @@ def record_call(
 
 def provider_name(spec: ModelSpec) -> str:
     return _PROVIDERS.get(spec.provider, spec.provider)
+
+
+def _model_name(spec: ModelSpec) -> str:
+    """The model as the vendor names it (LiteLLM's provider prefix removed)."""
+    return spec.litellm_model.split("/", 1)[-1]
+
+
+def _chat(spec: ModelSpec) -> dict[str, Any]:
+    """What identifies a chat call, on its span and on every metric point alike."""
+    return {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider_name(spec),
+        "gen_ai.request.model": _model_name(spec),
+    }  # fmt: skip
