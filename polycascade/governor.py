@@ -50,6 +50,7 @@ from .types import CallContext, Completion, CompletionRequest
 __all__ = ["DEFAULT_POLICY", "GovernedGateway", "Governor", "Reservation", "Why"]
 
 T = TypeVar("T")
+D = TypeVar("D")
 DEFAULT_POLICY = Policy(
     name="default",
     description="no caps or budgets; the three standard data classes may go anywhere known",
@@ -139,40 +140,30 @@ class Governor:
     ) -> tuple[Decision, Reservation | None]:
         """Choose the next model under every rule and reserve its maximum cost, atomically: if another
         worker took the room the decision counted on, decide again on what is left."""
-        for _ in range(RESERVE_TRIES):
-            async with self.accounts.exclusive(self.coupled):
-                scopes = self._scopes(context)
-                snapshot = await self._snapshot(scopes, context.tenant)
-                decision = choose(
-                    pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng, agreement
-                )
-                if decision.chosen is None:
-                    telemetry.count_denials(decision.rejected)
-                    if not decision.stop:
-                        _raise_if_budget_blocked(decision.rejected)
-                    return decision, None
-                spec = next(s for s in pool if s.id == decision.chosen)
-                reservation, full = await self._reserve(spec, max_call_cost(spec, need), scopes, context)
-                if reservation is not None:
-                    telemetry.count_denials(decision.rejected)
-                    return decision, reservation
-        raise await self._no_room(full, scopes, max_call_cost(spec, need))
+
+        def decide(snapshot: Snapshot) -> tuple[Decision, ModelSpec | None]:
+            decision = choose(pool, need, tallies, settings, self.rules(context.data_class, snapshot), rng, agreement)
+            if decision.chosen is None and not decision.stop:
+                _raise_if_budget_blocked(decision.rejected)
+            return decision, next((s for s in pool if s.id == decision.chosen), None)
+
+        decision, reservation = await self._decided(context, need, decide)
+        telemetry.count_denials(decision.rejected)
+        return decision, reservation
 
     async def admit(self, spec: ModelSpec, need: Need, context: CallContext) -> Reservation:
         """Admit a call to one given model (evaluators, the gateway server) or raise why not."""
-        amount = max_call_cost(spec, need)
-        for _ in range(RESERVE_TRIES):
-            async with self.accounts.exclusive(self.coupled):
-                scopes = self._scopes(context)
-                snapshot = await self._snapshot(scopes, context.tenant)
-                for rule in self.rules(context.data_class, snapshot):
-                    if (denial := rule(spec, need)) is not None:
-                        _raise_if_budget_blocked({spec.id: denial})
-                        raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
-                reservation, full = await self._reserve(spec, amount, scopes, context)
-                if reservation is not None:
-                    return reservation
-        raise await self._no_room(full, scopes, amount)
+
+        def decide(snapshot: Snapshot) -> tuple[None, ModelSpec]:
+            for rule in self.rules(context.data_class, snapshot):
+                if (denial := rule(spec, need)) is not None:
+                    _raise_if_budget_blocked({spec.id: denial})
+                    raise NoEligibleModel({spec.id: f"{denial.rule}: {denial.reason}"})
+            return None, spec
+
+        _, reservation = await self._decided(context, need, decide)
+        assert reservation is not None, "admit decides on one model: it reserves it or raises"
+        return reservation
 
     async def run(self, reservation: Reservation, call: Callable[[], Awaitable[T]]) -> T:
         """Make the reserved call; settle its actual cost, or release the reservation if it fails."""
@@ -238,6 +229,23 @@ class Governor:
         return self._residency_rules[data_class]
 
     # state ------------------------------------------------------------------------------------
+    async def _decided(
+        self, context: CallContext, need: Need, decide: Callable[[Snapshot], tuple[D, ModelSpec | None]]
+    ) -> tuple[D, Reservation | None]:
+        """`decide` on a snapshot and reserve the model it chose, atomically; decided again while
+        another worker has taken the room a decision counted on."""
+        for _ in range(RESERVE_TRIES):
+            async with self.accounts.exclusive(self.coupled):
+                scopes = self._scopes(context)
+                outcome, spec = decide(await self._snapshot(scopes, context.tenant))
+                if spec is None:
+                    return outcome, None
+                amount = max_call_cost(spec, need)
+                reservation, full = await self._reserve(spec, amount, scopes, context)
+                if reservation is not None:
+                    return outcome, reservation
+        raise await self._no_room(full, scopes, amount)
+
     async def _reserve(
         self, spec: ModelSpec, amount: Decimal, scopes: list[_Scope], ctx: CallContext
     ) -> tuple[Reservation | None, str | None]:
