@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from polycascade.catalog import ModelSpec
-from polycascade.ledger import Tally
+from polycascade.types import Tally
 
 __all__ = ["Adequacy", "Posterior"]
 

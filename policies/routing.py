@@ -34,8 +34,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 from polycascade.catalog import ModelSpec
-from polycascade.ledger import Tally
 from polycascade.records import frozen, replace
+from polycascade.types import Tally
 
 from .adequacy import Adequacy
 from .agreement import Candidate, KindRecord, best_plan

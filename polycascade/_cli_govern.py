@@ -18,6 +18,7 @@ out = Console()
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 
 LedgerOpt = Annotated[str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, or memory://.")]
+RATIOS = {"share", "cap", "used", "pass_rate", "escalation_rate"}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -88,37 +89,101 @@ def _candidates_table(decision: dict[str, Any]) -> None:
 
 def report(
     run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")] = None,
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Compare against this policy's caps and budgets.")
     ] = None,
     hours: Annotated[
-        float | None, typer.Option("--hours", help="Window (default: the policy's share window, or 24).")
+        float | None,
+        typer.Option("--hours", help="Window in whole hours (default: the policy's share window, or 24)."),
     ] = None,
     models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
     ledger: LedgerOpt = "polycascade.db",
     as_json: JsonOpt = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Write one self-contained HTML page (charts, calls) to FILE.")
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Labels of the HTML page: en or ja.")] = "en",
 ) -> None:
     """Spend, calls and shares by vendor and jurisdiction against the caps; escalations; budgets."""
     from polycascade.policies.config import load_policy
 
-    from .insight import build_report
+    from ._page import page_data, render, shell
+    from .views import Scope, build_report, recent_calls
 
     loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
-    data = _with_ledger(ledger, lambda lg: build_report(lg, policy=loaded, run_id=run, since_hours=hours))
+    scope = Scope.of(loaded, run_id=run, tenant=tenant, since_hours=hours)
+    if html is not None:
+        shell(lang)  # an unknown language fails before the ledger is read
+
+    async def gather(lg: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        found = await build_report(lg, scope, loaded)
+        return found, (await recent_calls(lg, scope, timezone=found["timezone"]) if html else [])
+
+    data, calls = _with_ledger(ledger, gather)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render(page_data(data, calls, lang)), encoding="utf-8")
+        Console(stderr=True).print(f"{data['calls']} calls · ${data['total_cost_usd']} → {html}", highlight=False)
     if as_json:
         out.print_json(json.dumps(data, ensure_ascii=False))
+        return
+    if html is not None:
         return
     out.print(f"{data['calls']} calls · ${data['total_cost_usd']} · scope {data['scope']} · policy {data['policy']}")
     for key in ("by_vendor", "by_jurisdiction", "by_host_jurisdiction"):
         _rows_table(key.replace("_", " "), data[key])
     esc = data["escalations"]
-    out.print(f"escalations: {esc['escalated']} of {esc['tasks']} tasks ({esc['rate']:.0%})")
-    if data["budgets"]:
-        _rows_table("budgets", data["budgets"])
+    out.print(f"escalations: {esc['escalations']} over {esc['tasks']} tasks ({esc['rate']:.2f} per task)")
+    for key in ("budgets", "kinds", "denials", "top_tasks"):
+        _rows_table(key.replace("_", " "), data[key])
     spread = data["vendor_spread"]
     out.print(
         f"vendors in use: {spread['count']} ({', '.join(spread['vendors_in_use'])}); minimum {spread['min_vendors']}"
     )
+
+
+def dashboard(
+    ledger: LedgerOpt = "polycascade.db",
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Show this policy's caps, budgets and time zone.")
+    ] = None,
+    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    tenants: Annotated[
+        Path | None,
+        typer.Option(help="YAML: tenants with key_env or key_sha256, as for serve (default: POLYCASCADE_GATEWAY_KEY)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8766,
+    lang: Annotated[str, typer.Option("--lang", help="Labels: en or ja.")] = "en",
+) -> None:
+    """The report, live in a browser at /dashboard: each tenant's key sees its own calls."""
+    from aiohttp import web
+
+    from polycascade.policies.config import load_policy
+
+    from ._page import shell
+    from .dashboard import PREFIX, add_dashboard
+    from .server import TenantKeys
+
+    keys = TenantKeys.load(tenants)
+    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
+    shell(lang)
+    if "://" not in ledger and not Path(ledger).exists():
+        from .errors import ConfigError
+
+        raise ConfigError(f"no ledger at {ledger}; pass --ledger with the file your runs wrote.")
+    app = web.Application()
+
+    async def ledger_ctx(app: web.Application) -> Any:
+        lg = open_ledger(ledger)
+        add_dashboard(app, lg, keys, loaded, lang)
+        Console(stderr=True).print(f"dashboard on http://{host}:{port}{PREFIX}", highlight=False)
+        yield
+        await lg.close()
+
+    app.cleanup_ctx.append(ledger_ctx)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
 def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -128,9 +193,7 @@ def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
     for column in rows[0]:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(f"{v:.1%}" if k in {"share", "cap", "used"} and v is not None else str(v) for k, v in row.items())
-        )
+        table.add_row(*(f"{v:.1%}" if k in RATIOS and v is not None else str(v) for k, v in row.items()))
     out.print(table)
 
 

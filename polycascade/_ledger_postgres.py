@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
+from . import _ledger_rollup as rollup
 from . import _ledger_sql as sql
 from ._accounts import Load, Reserved
 from .errors import ConfigError
@@ -43,11 +44,7 @@ class PostgresLedger:
         if not _TABLE.match(table):
             raise ConfigError(f"ledger table name {table!r}: use lower-case letters, digits and _")
         self.url, self.table = url, table
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in sql.COLUMNS if c != "call_id")
-        self.upsert = (  # a call recorded again (its row in flight, then its outcome) replaces itself
-            f"INSERT INTO {table} ({', '.join(sql.COLUMNS)}) VALUES ({', '.join(['%s'] * len(sql.COLUMNS))}) "
-            f"ON CONFLICT (call_id) DO UPDATE SET {updates}"
-        )
+        self.upsert = sql.upsert(table, "%s")
         self._conns: dict[int, Any] = {}
         self._tallies = sql.TallyCache()
 
@@ -66,9 +63,21 @@ class PostgresLedger:
                 raise ConfigError(
                     f"cannot reach the PostgreSQL ledger at {where}: {str(exc).splitlines()[0]}"
                 ) from None
-            await create_once(conn, sql.schema(self.table, real="DOUBLE PRECISION", bigint="BIGINT"))
+            await self._create(conn)
             self._conns[loop] = conn
         return conn
+
+    async def _create(self, conn: Any) -> None:
+        """The tables and triggers; running totals filled once for a ledger written before they existed."""
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('polycascade-schema'))")
+            found = await conn.execute("SELECT to_regclass(%s)", (f"{self.table}_hourly",))
+            fresh = (await found.fetchone())[0] is None
+            await conn.execute(sql.schema(self.table, real="DOUBLE PRECISION", bigint="BIGINT"))
+            await conn.execute(rollup.schema(self.table, rollup.POSTGRES))
+            if fresh and await (await conn.execute(f"SELECT 1 FROM {self.table} LIMIT 1")).fetchone():
+                for statement in rollup.backfill(self.table, rollup.POSTGRES):
+                    await conn.execute(statement)
 
     async def _run(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = await self._conn()
@@ -125,6 +134,9 @@ class PostgresLedger:
         rows = await self._run(sql.spend_query(self.table, column, where), args)
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
+    async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._run(sql.totals_statement(statement, self.table, "%s"), args)
+
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
         if self._tallies.stale():
             self._tallies.load(await self._run(sql.tallies_query(self.table, "")))  # type: ignore[arg-type]
@@ -140,8 +152,9 @@ class PostgresLedger:
 
     async def drop(self) -> None:
         """Remove the table and what the governor keeps beside it (tests use one table each)."""
-        await self._run(f"DROP TABLE IF EXISTS {self.table}")
-        await self._run(f"DROP TABLE IF EXISTS {self.table}_committed")
+        for suffix in ("", "_committed", "_hourly", "_denials", "_tasks"):
+            await self._run(f"DROP TABLE IF EXISTS {self.table}{suffix}")
+        await self._run(f"DROP FUNCTION IF EXISTS {self.table}_rollup()")
 
 
 class PostgresAccounts:

@@ -34,6 +34,22 @@ CREATE INDEX IF NOT EXISTS {table}_kind_model ON {table} (task_kind, model) WHER
 """
 
 
+def upsert(table: str, mark: str) -> str:
+    """Write a call, replacing its earlier row (in flight, then its outcome) as an update: the running
+    totals' triggers see the old row leave and the new one come."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "call_id")
+    return (
+        f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))}) "
+        f"ON CONFLICT (call_id) DO UPDATE SET {updates}"
+    )
+
+
+def totals_statement(statement: str, table: str, mark: str) -> str:
+    """A `Ledger.totals` statement for one backend: its tables named, its parameter marks."""
+    named = statement.format(calls=table, **{part: f"{table}_{part}" for part in ("hourly", "denials", "tasks")})
+    return named.replace("?", mark) if mark != "?" else named
+
+
 def where(mark: str, **filters: Any) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause over known columns (`since` and `until` bound the time, `api_only` leaves out
     self-hosted calls)."""

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from . import _ledger_rollup as rollup
 from . import _ledger_sql as sql
 from ._accounts import Accounts, LocalAccounts
 from .ledger import CallRecord, Outcome, SpendRow, Tally, check_group_key, from_pico
@@ -29,16 +30,32 @@ class SQLiteLedger:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(sql.schema(TABLE))
+        self._create()
         self._tallies = sql.TallyCache()
+        self._upsert = sql.upsert(TABLE, "?")
+
+    def _create(self) -> None:
+        """The tables and triggers; running totals filled once for a ledger written before they existed."""
+        self._db.execute("BEGIN IMMEDIATE")  # one process at a time creates and fills
+        try:
+            fresh = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (f"{TABLE}_hourly",)).fetchone()
+            for statement in (sql.schema(TABLE), rollup.schema(TABLE, rollup.SQLITE)):
+                for part in _statements(statement):
+                    self._db.execute(part)
+            if fresh is None and self._db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone():
+                for statement in rollup.backfill(TABLE, rollup.SQLITE):
+                    self._db.execute(statement)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _run(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(statement, args).fetchall()
 
     async def write(self, rec: CallRecord) -> None:
-        marks = ", ".join("?" * len(sql.COLUMNS))
-        self._run(f"INSERT OR REPLACE INTO {TABLE} ({', '.join(sql.COLUMNS)}) VALUES ({marks})", sql.to_row(rec))
+        self._run(self._upsert, sql.to_row(rec))
         if rec.verdict is not None:
             self._tallies.forget()
 
@@ -83,6 +100,9 @@ class SQLiteLedger:
         rows = self._run(sql.spend_query(TABLE, column, where), args)
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
+    async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+        return self._run(sql.totals_statement(statement, TABLE, "?"), args)
+
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
         if self._tallies.stale():
             self._tallies.load(self._run(sql.tallies_query(TABLE, "")))
@@ -94,3 +114,15 @@ class SQLiteLedger:
     async def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _statements(script: str) -> list[str]:
+    """A DDL script's statements one by one (`executescript` would commit the transaction around them)."""
+    parts, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                parts.append(current)
+            current = ""
+    return parts

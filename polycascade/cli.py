@@ -31,6 +31,7 @@ app.add_typer(_cli_govern.policy_app, name="policy")
 app.command()(_cli_govern.explain)
 app.command()(_cli_govern.report)
 app.command()(_cli_govern.export)
+app.command()(_cli_govern.dashboard)
 app.command()(_cli_backtest.backtest)
 
 ModelsOpt = Annotated[Path | None, typer.Option("--models", help="YAML file adding or overriding models.")]
@@ -247,14 +248,14 @@ def run(
 
 def _write_run_report(summary: Any, ledger_url: str, policy: Any = None) -> Path:
     """The run's report (spend and shares by vendor and jurisdiction, escalations) beside its results."""
-    from .insight import build_report
     from .ledgers import open_ledger
     from .sync import run_sync
+    from .views import Scope, build_report
 
     async def build() -> dict[str, Any]:
         ledger = open_ledger(ledger_url)
         try:
-            return await build_report(ledger, policy=policy, run_id=summary.run_id)
+            return await build_report(ledger, Scope(run_id=summary.run_id), policy)
         finally:
             await ledger.close()
 

@@ -15,10 +15,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import field
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ._accounts import Accounts, LocalAccounts
 from .records import frozen, replace
+from .types import Tally  # policies import it from there: they may not reach this module's backends
 
 __all__ = [
     "IN_FLIGHT",
@@ -82,13 +83,6 @@ class SpendRow:
     cost: Decimal
 
 
-class Tally(NamedTuple):
-    """Evaluator outcomes of one model on one task kind (a tuple: routing merges one per model per decision)."""
-
-    passes: int = 0
-    fails: int = 0
-
-
 @runtime_checkable
 class Ledger(Protocol):
     async def write(self, rec: CallRecord) -> None: ...
@@ -121,6 +115,12 @@ class Ledger(Protocol):
 
     async def tallies(self, task_kind: str | None = None) -> dict[tuple[str, str], Tally]:
         """Evaluator verdicts per (task kind, model)."""
+        ...
+
+    async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of a read-only statement over the calls (`{calls}`) and their running totals
+        (`{hourly}`, `{denials}`, `{tasks}`: see `_ledger_rollup`), in SQL common to SQLite and
+        PostgreSQL with `?` parameters. Reports aggregate there rather than over every call in Python."""
         ...
 
     async def close(self) -> None: ...
@@ -230,6 +230,17 @@ class MemoryLedger:
             for key, t in self._tallies.items()
             if (task_kind is None or key[0] == task_kind) and (t.passes or t.fails)
         }
+
+    async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+        from ._ledger_sqlite import SQLiteLedger  # imports this module
+
+        snapshot = SQLiteLedger(":memory:")  # the same tables and triggers, filled in time order
+        try:
+            for rec in sorted(self._rows.values(), key=lambda r: r.ts):
+                await snapshot.write(rec)
+            return await snapshot.totals(statement, *args)
+        finally:
+            await snapshot.close()
 
     async def close(self) -> None:
         pass

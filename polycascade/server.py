@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._secrets import register_secret_env
 from ._wire import ChatRequest, error, invalid, openapi
+from .dashboard import add_dashboard
 from .errors import BudgetExceeded, ConfigError, NoEligibleModel
 from .service import Service
 from .tasks import Task, TaskResult
@@ -45,6 +46,7 @@ class _TenantKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    admin: bool = False  # the dashboard shows this key every tenant's calls
 
     @model_validator(mode="after")
     def _one_source(self) -> _TenantKey:
@@ -63,6 +65,7 @@ class TenantKeys:
     """Tenant by key digest. Keys themselves are never stored, logged or echoed."""
 
     digests: Mapping[str, str]  # tenant → sha256 hex of its key
+    admins: frozenset[str] = frozenset()  # tenants whose key sees every tenant on the dashboard
 
     @classmethod
     def load(cls, path: Path | None) -> TenantKeys:
@@ -72,9 +75,10 @@ class TenantKeys:
                 raise ConfigError(
                     f"no gateway keys: pass --tenants FILE, or set {KEY_ENV} for a single tenant 'default'."
                 )
-            return cls({"default": _digest(key)})
+            return cls({"default": _digest(key)}, frozenset({"default"}))  # the operator's own key
         digests = {}
-        for tenant, spec in load_yaml_model(path, _TenantsFile, ConfigError).tenants.items():
+        tenants = load_yaml_model(path, _TenantsFile, ConfigError).tenants
+        for tenant, spec in tenants.items():
             if spec.key_sha256:
                 digests[tenant] = spec.key_sha256
                 continue
@@ -83,7 +87,7 @@ class TenantKeys:
             if not key:
                 raise ConfigError(f"{path}: tenant {tenant!r}: environment variable {spec.key_env} is not set.")
             digests[tenant] = _digest(key)
-        return cls(digests)
+        return cls(digests, frozenset(t for t, spec in tenants.items() if spec.admin))
 
     def tenant_for(self, authorization: str | None) -> str | None:
         if not authorization or not authorization.startswith("Bearer "):
@@ -106,6 +110,7 @@ def build_app(service: Service, keys: TenantKeys) -> web.Application:
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/chat/completions", handlers.chat)
     app.router.add_get("/openapi.json", _openapi)
+    add_dashboard(app, service.ledger, keys, service.policy)
     return app
 
 

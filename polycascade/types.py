@@ -6,11 +6,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .records import frozen
 
-__all__ = ["CallContext", "Completion", "CompletionRequest", "Message", "ToolCall", "Usage"]
+__all__ = ["CallContext", "Completion", "CompletionRequest", "Message", "Tally", "ToolCall", "Usage"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -96,3 +96,10 @@ class Completion:
     attempts: int
     finish_reason: str | None = None
     replayed: bool = False  # recorded by an earlier process and reused: no call was made, nothing is owed
+
+
+class Tally(NamedTuple):
+    """Evaluator outcomes of one model on one task kind (a tuple: routing merges one per model per decision)."""
+
+    passes: int = 0
+    fails: int = 0

@@ -19,5 +19,15 @@ if ! ls "$portable"/*.whl >/dev/null 2>&1; then
     -w "$portable" "llama-cpp-python==$LLAMA_CPP_VERSION"
 fi
 .venv/bin/python -m pip install -q --force-reinstall --no-deps "$portable"/*.whl
-.venv/bin/python -m pip install -q -e ".[local,postgres,backtest,ray,otel,dev]"
+.venv/bin/python -m pip install -q -e ".[local,postgres,backtest,ray,otel,report,dev]"
+# The page tests drive Debian's Chromium (never a downloaded browser); a Japanese font draws `--lang ja`.
+if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi ipagothic; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium and a Japanese font for the page tests…"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-ipafont-gothic >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-ipafont-gothic >/dev/null; }
+  else
+    echo "note: the page tests need chromium (apt-get install chromium fonts-ipafont-gothic); they skip without it"
+  fi
+fi
 echo "ready: .venv/bin/polycascade --help"

@@ -90,21 +90,28 @@ POLYCASCADE = str(Path(sys.executable).with_name("polycascade"))  # the console 
 @contextlib.contextmanager
 def serving(*args: str, env: dict[str, str] | None = None, start_s: float = 120) -> Iterator[str]:
     """`polycascade serve ARGS` on a free loopback port, until the block ends; yields its base URL."""
+    with listening("serve", *args, env=env, start_s=start_s) as root:
+        yield f"{root}/v1"
+
+
+@contextlib.contextmanager
+def listening(command: str, *args: str, env: dict[str, str] | None = None, start_s: float = 120) -> Iterator[str]:
+    """`polycascade COMMAND ARGS` (a server) on a free loopback port, until the block ends; yields its root URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     proc = subprocess.Popen(
-        [POLYCASCADE, "serve", "--port", str(port), *args], env=env, stderr=subprocess.PIPE, text=True
+        [POLYCASCADE, command, "--port", str(port), *args], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + start_s
         while not _listening(port):
             if proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {proc.stderr.read() if proc.stderr else ''}")
+                raise RuntimeError(f"{command} exited: {proc.stderr.read() if proc.stderr else ''}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"serve did not listen within {start_s} s")
+                raise TimeoutError(f"{command} did not listen within {start_s} s")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(20)

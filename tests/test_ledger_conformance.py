@@ -15,6 +15,7 @@ from polycascade._ledger_postgres import PostgresLedger
 from polycascade._ledger_sqlite import SQLiteLedger
 from polycascade.ledger import IN_FLIGHT, CallRecord, Ledger, MemoryLedger, SpendRow, Tally, new_call_id
 from polycascade.ledgers import open_ledger
+from polycascade.records import replace
 
 POSTGRES_URL = os.environ.get("POLYCASCADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -208,3 +209,138 @@ async def test_tallies_are_read_once_per_refresh_and_see_other_processes_then(ba
             await ours.drop()
         for ledger in opened:
             await ledger.close()
+
+
+HOURLY = (
+    "SELECT hour, tenant, run_id, node, task_kind, data_class, model, vendor, jurisdiction, host_jurisdiction, "
+    "outcome, calls, cost_pico, passes, fails, escalated FROM {hourly} WHERE calls <> 0"
+)
+
+
+Totals = tuple[set[tuple[object, ...]], dict[tuple[object, ...], int], set[tuple[object, ...]]]
+
+
+def expected_totals(calls: list[CallRecord]) -> Totals:
+    """What the running totals must hold, computed from the calls themselves."""
+    from collections import Counter
+
+    from polycascade.ledger import to_pico
+
+    hourly: dict[tuple[object, ...], list[int]] = {}
+    attempts = sorted((c for c in calls if c.node == "attempt"), key=lambda c: c.ts)
+    followed: set[str] = set()
+    by_task: dict[tuple[str, str], list[CallRecord]] = {}
+    for a in attempts:
+        by_task.setdefault((a.run_id, a.task_id), []).append(a)
+    for chain in by_task.values():
+        followed |= {a.call_id for a in chain[:-1]}
+    for c in calls:
+        key = (int(c.ts // 3600), c.tenant, c.run_id, c.node, c.task_kind, c.data_class, c.model, c.vendor,
+               c.jurisdiction, c.host_jurisdiction, c.outcome)  # fmt: skip
+        row = hourly.setdefault(key, [0, 0, 0, 0, 0])
+        row[0] += 1
+        row[1] += to_pico(c.cost)
+        row[2] += c.verdict is True
+        row[3] += c.verdict is False
+        row[4] += c.call_id in followed
+    denials: Counter[tuple[object, ...]] = Counter()
+    for c in calls:
+        for denial in ((c.decision or {}).get("rejected") or {}).values():
+            if isinstance(denial, dict) and isinstance(denial.get("rule"), str):
+                denials[(int(c.ts // 3600), c.tenant, c.run_id, c.task_kind, c.data_class, denial["rule"])] += 1
+    tasks: dict[tuple[str, str], list[int]] = {}
+    for c in calls:
+        row = tasks.setdefault((c.run_id, c.task_id), [0, 0, 0])
+        row[0] = max(row[0], int(c.ts // 3600))
+        row[1] += c.outcome != IN_FLIGHT
+        row[2] += to_pico(c.cost) if c.outcome != IN_FLIGHT else 0
+    return {(*k, *v) for k, v in hourly.items()}, dict(denials), {(*k, *v) for k, v in tasks.items()}
+
+
+async def observed_totals(ledger: Ledger) -> Totals:
+    hourly = {tuple(int(v) if i in (0, 11, 12, 13, 14, 15) else v for i, v in enumerate(row))
+              for row in await ledger.totals(HOURLY)}  # fmt: skip
+    denials = await ledger.totals(
+        "SELECT hour, tenant, run_id, task_kind, data_class, rule, denials FROM {denials} WHERE denials <> 0"
+    )
+    tasks = await ledger.totals("SELECT run_id, task_id, hour, calls, cost_pico FROM {tasks}")
+    return (
+        hourly,
+        {(int(r[0]), *r[1:6]): int(r[6]) for r in denials},
+        {(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in tasks},
+    )
+
+
+async def test_running_totals_follow_every_write_rewrite_verdict_and_removal(ledger: Ledger) -> None:
+    """Reports read per-hour totals the database keeps; whatever happens to the calls, they must equal a
+    count over the calls."""
+    import random
+
+    rng = random.Random(7)
+    t0 = 1_800_000_000.0
+    ids: list[str] = []
+    for i in range(120):
+        task = f"t{rng.randrange(25)}"
+        rejected = {f"x{j}": {"rule": rng.choice(["residency", "budget", "vendor_share"]), "reason": "r", "values": {}}
+                    for j in range(rng.randrange(3))}  # fmt: skip
+        if rng.random() < 0.1:
+            rejected["odd"] = "not an object"  # tolerated, not counted
+        rec = call(
+            run_id=rng.choice(["r1", "r2"]), task_id=task, node=rng.choice(["attempt", "attempt", "evaluate"]),
+            model=rng.choice(["a", "b", "c"]), tenant=rng.choice(["acme", "default"]),
+            outcome=rng.choice(["ok", "ok", IN_FLIGHT, "RateLimited"]), cost=Decimal(rng.randrange(10**6)) / 10**9,
+            decision={"rejected": rejected} if rng.random() < 0.7 else None, ts=t0 + i * 97.0,
+        )  # fmt: skip
+        await ledger.write(rec)
+        ids.append(rec.call_id)
+        if rng.random() < 0.3:  # the row in flight replaced by its outcome
+            await ledger.write(replace(rec, outcome="ok", cost=rec.cost * 2))
+    for call_id in rng.sample(ids, 40):
+        await ledger.set_verdict(call_id, rng.random() < 0.6, None, "rules")
+    for call_id in ids:
+        got = await ledger.get(call_id)
+        if got is not None and got.outcome == IN_FLIGHT:
+            await ledger.close_in_flight(call_id, rng.choice([None, "Cancelled"]), Decimal("0.001"))
+    hourly, denials, tasks = await observed_totals(ledger)
+    want_hourly, want_denials, want_tasks = expected_totals(await ledger.calls())
+    assert (hourly, denials) == (want_hourly, want_denials)
+    # a task keeps the hour of the latest call it ever had (a removed row in flight may have been it)
+    assert {(r, t, n, c) for r, t, _, n, c in tasks if n} == {(r, t, n, c) for r, t, _, n, c in want_tasks if n}
+    latest = {(r, t): h for r, t, h, _, _ in tasks}
+    assert all(latest[(r, t)] >= h for r, t, h, _, _ in want_tasks)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_ledger_written_before_running_totals_gets_them_filled_when_opened(
+    backend: str, tmp_path: Path
+) -> None:
+    ledger = BACKENDS[backend](tmp_path)
+    t0 = 1_800_000_000.0
+    try:
+        for i in range(30):
+            rejected = {"m": {"rule": "residency", "reason": "r", "values": {}}}
+            await ledger.write(call(task_id=f"t{i % 7}", node="attempt", ts=t0 + i * 301.0,
+                                    decision={"rejected": rejected}, cost=Decimal(i) / 1000))  # fmt: skip
+        want = expected_totals(await ledger.calls())
+        # as a ledger from before: no totals, no triggers
+        drop = ["DROP TABLE {hourly}", "DROP TABLE {denials}", "DROP TABLE {tasks}"]
+        if isinstance(ledger, SQLiteLedger):
+            drop += [f"DROP TRIGGER calls_rollup_{event}" for event in ("insert", "delete", "update")]
+        else:
+            drop.append(f"DROP FUNCTION {ledger.table}_rollup() CASCADE")  # type: ignore[attr-defined]
+        for statement in drop:
+            await ledger.totals(statement)
+        await ledger.close()
+        ledger = (
+            SQLiteLedger(tmp_path / "ledger.db")
+            if backend == "sqlite"
+            else PostgresLedger(
+                POSTGRES_URL,
+                table=ledger.table,  # type: ignore[attr-defined]
+            )
+        )
+        assert await observed_totals(ledger) == want
+    finally:
+        if isinstance(ledger, PostgresLedger):
+            await ledger.drop()
+        await ledger.close()

@@ -32,7 +32,8 @@ def test_the_wheel_holds_one_top_level_name_and_installs_beside_openai_agents(tm
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"polycascade"}
     for module in ("agents/chat_model.py", "graphs/cascade.py", "tools/documents.py", "policies/routing.py",
-                   "backtest/replay.py", "policies/presets/jp-enterprise.yaml", "data/vendors.yaml"):  # fmt: skip
+                   "backtest/replay.py", "policies/presets/jp-enterprise.yaml", "data/vendors.yaml",
+                   "data/report.js", "data/report.css", "data/labels.yaml"):  # fmt: skip
         assert f"polycascade/{module}" in names, module
 
     site = tmp_path / "site"  # a folder of installed packages, as site-packages is
