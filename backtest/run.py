@@ -76,6 +76,7 @@ def run_backtest(
         },
         "polycascade": {
             **summarise(replayed.scores, best_cost),
+            "by_kind": by_kind(replayed.scores),
             **_spend(replayed.spend),
             "violations": replayed.violations,
         },
@@ -84,7 +85,8 @@ def run_backtest(
     }
     if with_baselines:
         result["baselines"] = {
-            name: {"models": models, **summarise(s, best_cost)} for name, (models, s) in compared.items()
+            name: {"models": models, **summarise(s, best_cost), "by_kind": by_kind(s)}
+            for name, (models, s) in compared.items()
         }
     return result
 
@@ -105,6 +107,17 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
         "cost_per_correct_usd": str((cost / Decimal(str(right))).quantize(Decimal("1e-8"))) if right else None,
         "cost_vs_best_single": round(float(cost / reference_cost), 4) if reference_cost else None,
         "escalation_rate": round(sum(s.escalated for s in scores) / n, 4) if n else 0.0,
+    }
+
+
+def by_kind(scores: list[TaskScore]) -> dict[str, Any]:
+    """Tasks, accuracy, cost and escalations per task kind (the traces' category)."""
+    kinds: dict[str, list[TaskScore]] = {}
+    for score in scores:
+        kinds.setdefault(score.category, []).append(score)
+    return {
+        kind: {k: v for k, v in summarise(group, Decimal(0)).items() if k != "cost_vs_best_single"}
+        for kind, group in sorted(kinds.items())
     }
 
 

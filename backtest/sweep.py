@@ -23,6 +23,9 @@ DEFAULT_GRID: list[dict[str, list[Any]]] = [  # each grid is a product of its kn
 ]
 
 
+POINT_FIELDS = ("accuracy", "total_cost_usd", "cost_vs_best_single", "escalation_rate", "violations", "by_kind")
+
+
 def sweep(
     traces: TraceSet, policy: Policy, grids: list[dict[str, list[Any]]], *, train_fraction: float, seed: int
 ) -> dict[str, Any]:
@@ -39,16 +42,7 @@ def sweep(
         result = run_backtest(
             traces, policy, train_fraction=train_fraction, seed=seed, settings=settings, with_baselines=False
         )
-        ours = result["polycascade"]
-        points.append(
-            {
-                "knobs": knobs,
-                **{
-                    k: ours[k]
-                    for k in ("accuracy", "total_cost_usd", "cost_vs_best_single", "escalation_rate", "violations")
-                },
-            }
-        )
+        points.append({"knobs": knobs, **{k: result["polycascade"][k] for k in POINT_FIELDS}})
     baselines = run_backtest(traces, policy, train_fraction=train_fraction, seed=seed, with_baselines=True)["baselines"]
     front = pareto(points)
     for p in points:

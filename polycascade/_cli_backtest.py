@@ -50,6 +50,11 @@ def backtest(
         int | None, typer.Option("--max-rungs", min=1, help="Answers per task at most (default: the policy's).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="With --sweep: one self-contained page with the interactive Pareto front."),
+    ] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Labels of the HTML page: en or ja.")] = "en",
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
     from polycascade.backtest.traces import load_traces
@@ -57,6 +62,12 @@ def backtest(
 
     from .governor import DEFAULT_POLICY
 
+    if html is not None:
+        from ._page import shell
+
+        if not do_sweep:
+            raise ConfigError("--html draws the sweep's frontier: add --sweep")
+        shell(lang)  # an unknown language fails before the replay
     catalog = Catalog.load(models_file)
     loaded = load_policy(policy, catalog, resolve_models=False).policy if policy else DEFAULT_POLICY
     with ThreadPoolExecutor(max_workers=1) as reader:
@@ -78,6 +89,8 @@ def backtest(
 
             result = sweep(data, loaded, DEFAULT_GRID, train_fraction=train_fraction, seed=seed)
             result["plot"] = str(plot(result, plot_path))
+            if html is not None:
+                _write_page(result, html, lang)
         elif target_cost is not None:
             from polycascade.backtest.target import backtest_at_cost
 
@@ -92,6 +105,15 @@ def backtest(
         _print_sweep(result)
     else:
         _print_result(result)
+
+
+def _write_page(result: dict[str, Any], path: Path, lang: str) -> None:
+    from ._page import render
+    from ._sweep_page import sweep_page
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(sweep_page(result, lang)), encoding="utf-8")
+    result["html"] = str(path)
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -133,3 +155,5 @@ def _print_sweep(result: dict[str, Any]) -> None:
     for name, b in result["baselines"].items():
         out.print(f"  {name}: {b['accuracy']:.1%} at ${b['total_cost_usd']} ({b['models']})")
     out.print(f"plot: {result['plot']}")
+    if "html" in result:
+        out.print(f"page: {result['html']}")

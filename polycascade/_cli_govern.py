@@ -108,7 +108,8 @@ def report(
     """Spend, calls and shares by vendor and jurisdiction against the caps; escalations; budgets."""
     from polycascade.policies.config import load_policy
 
-    from ._page import page_data, render, shell
+    from ._page import render, shell
+    from ._report_page import report_page
     from .views import Scope, build_report, recent_calls
 
     loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
@@ -123,7 +124,7 @@ def report(
     data, calls = _with_ledger(ledger, gather)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render(page_data(data, calls, lang)), encoding="utf-8")
+        html.write_text(render(report_page(data, calls, lang)), encoding="utf-8")
         Console(stderr=True).print(f"{data['calls']} calls · ${data['total_cost_usd']} → {html}", highlight=False)
     if as_json:
         out.print_json(json.dumps(data, ensure_ascii=False))

@@ -202,15 +202,54 @@ def test_a_tenants_key_sees_its_own_calls_only(sample: Sample, live: str) -> Non
     assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
     acme = {"Authorization": f"Bearer {KEYS['POLYCASCADE_KEY_ACME']}"}
     own = requests.get(url, headers=acme, timeout=30)
-    assert own.status_code == 200 and own.json()["headline"]["calls"] == 0  # the sample ran as tenant default
-    assert own.json()["headline"]["scope"]["tenant"] == "acme"
+    assert own.status_code == 200 and own.json()["report"]["calls"] == 0  # the sample ran as tenant default
+    assert own.json()["report"]["scope"]["tenant"] == "acme"
     theirs = requests.get(url, params={"tenant": "default"}, headers=acme, timeout=30)
     assert theirs.status_code == 400 and theirs.json()["error"]["param"] == "tenant"
     ops = {"Authorization": f"Bearer {KEYS['POLYCASCADE_KEY_OPS']}"}
     run_scoped = requests.get(url, params={"tenant": "default", "hours": "2"}, headers=ops, timeout=30).json()
-    assert run_scoped["headline"]["calls"] == sample.report("--tenant", "default", "--hours", "2")["calls"] > 0
+    assert run_scoped["report"]["calls"] == sample.report("--tenant", "default", "--hours", "2")["calls"] > 0
     for key in KEYS.values():  # a key never comes back in what the server sends
         assert key not in requests.get(url, headers=ops, timeout=30).text
+
+
+def test_the_sweeps_frontier_hovers_its_settings_and_clicks_to_a_per_kind_breakdown(
+    tmp_path: Path, browser: Any
+) -> None:
+    from .test_backtest import synthetic
+
+    traces, page_file = synthetic(tmp_path / "t.csv", 60), tmp_path / "sweep.html"
+    done = run_cli("backtest", "--traces", str(traces), "--sweep", "--plot", str(tmp_path / "s.png"),
+                   "--html", str(page_file), "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    page, requested = open_page(browser, page_file.as_uri())
+    page.wait_for_selector("#chart-pareto .main-svg")
+    assert requested == [page_file.as_uri()]
+    traces_drawn = page.locator("#chart-pareto .scatterlayer .trace")
+    assert traces_drawn.count() == 2 + len(result["baselines"])  # settings, the front, one per baseline
+    assert page.locator("#front tbody tr").count() == len(result["pareto"])
+    box = traces_drawn.nth(1).locator("path.point").first.bounding_box()  # the front's cheapest point
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    hover = page.locator("#chart-pareto .hoverlayer .hovertext").first
+    hover.wait_for()
+    cheapest = result["pareto"][0]
+    alike = [  # settings that landed on the very same point: the hover names one of them
+        ", ".join(f"{k}={v}" for k, v in p["knobs"].items())
+        for p in result["points"]
+        if (p["accuracy"], p["total_cost_usd"]) == (cheapest["accuracy"], cheapest["total_cost_usd"])
+    ]
+    assert any(knobs in (hover.text_content() or "") for knobs in alike)
+    page.mouse.click(x, y)
+    details = page.locator("#details-pareto")
+    details.locator("table").wait_for()
+    kinds = set(cheapest["by_kind"])
+    assert {r.split("\t")[0] for r in details.locator("tbody tr").all_inner_texts()} == kinds
+    assert any(knobs in details.inner_text() for knobs in alike)
+    no_sweep = run_cli("backtest", "--traces", str(traces), "--html", str(page_file))
+    assert no_sweep.returncode != 0 and "--html draws the sweep's frontier: add --sweep" in no_sweep.stderr
 
 
 def _screenshot_for_docs(page: Any) -> None:

@@ -25,7 +25,7 @@
     return new Intl.NumberFormat(locale(), {style: "currency", currency: "USD", minimumFractionDigits: 2,
                                             maximumFractionDigits: digits}).format(n);
   };
-  const RATIOS = new Set(["share", "cap", "used", "pass_rate", "escalation_rate"]);
+  const RATIOS = new Set(["share", "cap", "used", "pass_rate", "escalation_rate", "accuracy", "cost_vs_best_single"]);
   const cell = (column, value, t) => {
     if (value === null || value === undefined) return "—";
     if (column.endsWith("_usd")) return money(value);
@@ -47,24 +47,24 @@
   }
 
   function headline(d) {
-    const t = d.labels, x = d.headline, spread = x.vendor_spread;
-    const scope = Object.entries(x.scope).map(([k, v]) => `${k} ${v}`).join(" · ");
-    const fact = (label, value, props = {}) => h("div", {class: "fact"}, h("span", {}, label), h("strong", props, value));
-    return h("header", {},
-      h("h1", {}, t.title),
-      h("p", {class: "scope"}, `${t.scope}: ${scope} · ${t.policy}: ${x.policy ?? "—"} · ${t.timezone}: ${x.timezone}`),
-      h("div", {class: "facts"},
-        fact(t.total, money(x.total_usd), {id: "total", "data-usd": x.total_usd}),
-        fact(t.calls, x.calls.toLocaleString(locale()), {id: "calls-count"}),
-        fact(t.in_flight, `${x.in_flight.calls} · ${money(x.in_flight.cost_usd)}`),
-        fact(t.escalations, `${x.escalations.escalations} / ${x.escalations.tasks}`),
-        fact(t.vendors_in_use, `${spread.count}` + (spread.min_vendors ? ` (${t.min_vendors} ${spread.min_vendors})` : ""))));
+    const shown = (f) => (f.form === "usd" ? money(f.value) : f.form === "count" ? Number(f.value).toLocaleString(locale()) : f.value);
+    const facts = d.facts.map((f) => h("div", {class: "fact"}, h("span", {}, f.label),
+      h("strong", f.id ? {id: f.id, ...(f.form === "usd" ? {"data-usd": f.value} : {})} : {}, shown(f))));
+    return h("header", {}, h("h1", {}, d.title), h("p", {class: "scope"}, d.subtitle), h("div", {class: "facts"}, facts));
   }
 
   function section(s, t) {
     return h("section", {id: s.id}, h("h2", {}, s.title),
       s.figure ? h("div", {class: "chart", id: `chart-${s.id}`}) : null,
+      s.details ? h("div", {class: "details", id: `details-${s.id}`}, h("p", {class: "hint"}, s.details.hint)) : null,
       s.table ? table(s.table, t) : null);
+  }
+
+  // A click on a point whose customdata names one of the section's detail tables shows that table.
+  function showDetails(s, t, key) {
+    const detail = s.details.tables[key];
+    if (!detail) return;
+    document.getElementById(`details-${s.id}`).replaceChildren(h("h3", {}, detail.title), table(detail.table, t));
   }
 
   const CALL_COLUMNS = ["when", "call_id", "run_id", "task_id", "node", "model", "vendor", "data_class", "outcome", "cost_usd"];
@@ -119,11 +119,15 @@
 
   function draw(d) {
     document.documentElement.lang = d.lang;
-    document.title = d.labels.title;
-    root.replaceChildren(headline(d), ...d.sections.map((s) => section(s, d.labels)), callsSection(d));
+    document.title = d.title;
+    const parts = [headline(d), ...d.sections.map((s) => section(s, d.labels))];
+    if (Array.isArray(d.calls)) parts.push(callsSection(d));
+    root.replaceChildren(...parts);
     for (const s of d.sections) {
       if (!s.figure) continue;
-      Plotly.newPlot(`chart-${s.id}`, s.figure.data, s.figure.layout, {displaylogo: false, responsive: true});
+      const chart = document.getElementById(`chart-${s.id}`);
+      Plotly.newPlot(chart, s.figure.data, s.figure.layout, {displaylogo: false, responsive: true});
+      if (s.details) chart.on("plotly_click", (e) => showDetails(s, d.labels, e.points[0].customdata));
     }
     if (live) root.prepend(h("p", {class: "refreshed"}, `${d.labels.refreshed} ${new Date().toLocaleTimeString(locale())}`));
   }
