@@ -53,7 +53,7 @@ def _spend_over_time(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any
         {"type": "bar", "name": vendor, "x": list(points), "y": list(points.values())}
         for vendor, points in sorted(by_vendor.items())
     ]
-    return figure(traces, barmode="stack", yaxis={"title": {"text": t["cost_usd"]}})
+    return figure(traces, barmode="stack", yaxis=_money_axis(t))
 
 
 def _shares(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def _jurisdictions(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
         rows = report[key]
         traces.append({"type": "bar", "name": t[key], "x": [r[column] for r in rows],
                        "y": [float(r["cost_usd"]) for r in rows]})  # fmt: skip
-    return figure(traces, barmode="group", yaxis={"title": {"text": t["cost_usd"]}})
+    return figure(traces, barmode="group", yaxis=_money_axis(t))
 
 
 def _burn_down(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def _burn_down(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
         limit = float(budget["limit_usd"])
         traces.append({"type": "scatter", "mode": "lines", "name": f"{t['limit_usd']}: {budget['budget']}",
                        "x": [x[0], x[-1]] if x else [], "y": [limit, limit], "line": {"dash": "dash"}})  # fmt: skip
-    return figure(traces, yaxis={"title": {"text": t["cost_usd"]}, "rangemode": "tozero"})
+    return figure(traces, yaxis=_money_axis(t))
 
 
 def _denials(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
@@ -97,3 +97,7 @@ def _denials(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
     traces = [{"type": "bar", "name": dc, "x": list(by_rule), "y": list(by_rule.values())}
               for dc, by_rule in by_class.items()]  # fmt: skip
     return figure(traces, barmode="stack", yaxis={"title": {"text": t["denials"]}})
+
+
+def _money_axis(t: dict[str, str]) -> dict[str, Any]:
+    return {"title": {"text": t["cost_usd"]}, "tickprefix": "$", "exponentformat": "none", "rangemode": "tozero"}
