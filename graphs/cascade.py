@@ -42,7 +42,7 @@ from polycascade.policies.adequacy import Adequacy
 from polycascade.policies.agreement import KindRecord
 from polycascade.policies.config import Policy
 from polycascade.policies.pacing import Pacer
-from polycascade.policies.routing import Decision, Need, RoutingSettings, max_call_cost, routes_by_plan
+from polycascade.policies.routing import Decision, Denial, Need, RoutingSettings, max_call_cost, routes_by_plan
 from polycascade.records import frozen, replace
 from polycascade.sync import run_sync
 from polycascade.tasks import Attempt, Task, TaskResult, Verdict
@@ -148,6 +148,14 @@ def _need(task: Task, state: CascadeState, ctx: CascadeContext, answers: tuple[s
     )
 
 
+def _why_none(rejected: Mapping[str, Denial]) -> str:
+    """Each distinct reason once, with the models it turned away."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for model, denial in sorted(rejected.items()):
+        by_reason.setdefault((denial.rule, denial.reason), []).append(model)
+    return "; ".join(f"{rule}: {reason} ({', '.join(models)})" for (rule, reason), models in by_reason.items())
+
+
 def _spent(attempts: Sequence[Attempt]) -> Decimal:
     return sum((a.cost + (a.verdict.cost if a.verdict else 0) for a in attempts), Decimal(0))
 
@@ -177,8 +185,7 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
             return _stop(decision.reason)
         if task.cost_ceiling is not None and len(pool) < len(ctx.pool):
             return _stop(f"cost ceiling ${task.cost_ceiling}: spent ${_spent(attempts)}, no stronger model fits")
-        rejected = "; ".join(f"{m}: {d.rule}" for m, d in sorted(decision.rejected.items()))
-        return _stop(f"no eligible model ({rejected})")
+        return _stop(f"no eligible model: {_why_none(decision.rejected)}")
     update = {"decision": decision, "reservation": reservation, "by_plan": routes_by_plan(routing, need)}
     return Command(update=update, goto="attempt")
 

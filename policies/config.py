@@ -5,9 +5,11 @@ Errors name the file, the line and the field. Presets live in `policies/presets/
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from polycascade.catalog import Catalog, ModelSpec
 from polycascade.errors import CatalogError, PolicyError
-from polycascade.jurisdictions import jurisdiction_code
+from polycascade.jurisdictions import EU_MEMBERS, jurisdiction_code
 from polycascade.records import replace as replace_record
 from polycascade.tasks import Task
 from polycascade.yamlfile import Located, load_located
@@ -39,6 +41,11 @@ __all__ = [
 PRESETS = Path(__file__).parent / "presets"
 Jurisdiction = str
 ANY: Literal["*"] = "*"
+# APPI Art. 28's grounds for providing personal data to a third party in a foreign country: the
+# person's consent (told the country and its regime), a recipient with an equivalent system
+# (contract, CBPR), a country the PPC recognises as adequate (the EU and the UK); none: forbidden.
+Basis = Literal["consent", "equivalent_system", "adequacy_eu_uk", "none"]
+ADEQUATE = frozenset({"EU", "GB", *EU_MEMBERS})
 
 
 class _Strict(BaseModel):
@@ -55,11 +62,28 @@ class DataClassRule(_Strict):
     redact: list[Literal["email", "phone", "my_number"]] = Field(
         default_factory=list, description="masked before any model that is not self-hosted"
     )
+    cross_border_basis: dict[str, Basis] | None = Field(
+        None,
+        description="personal data under APPI Art. 28: the lawful basis for sending it to each country outside "
+        "the policy's home (a code, EU for its members, * for any other); none forbids. Every such call records "
+        "its destinations and basis; a destination with no basis is denied. Unset: not tracked",
+    )
 
     @field_validator("vendor_jurisdictions", "host_jurisdictions")
     @classmethod
     def _codes(cls, value: list[str] | str) -> list[str] | str:
         return [jurisdiction_code(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("cross_border_basis")
+    @classmethod
+    def _destinations(cls, value: dict[str, Basis] | None) -> dict[str, Basis] | None:
+        if value is None:
+            return None
+        bases = {(key if key == ANY else jurisdiction_code(key)): basis for key, basis in value.items()}
+        for key, basis in bases.items():
+            if basis == "adequacy_eu_uk" and key not in ADEQUATE:
+                raise ValueError(f"{key}: adequacy_eu_uk is a basis only for the EU (and its members) and GB")
+        return bases
 
 
 class ShareCap(_Strict):
@@ -131,6 +155,10 @@ class Policy(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
     timezone: str = "UTC"
+    home_jurisdiction: Jurisdiction = Field(
+        "JP", description="where the data's owner is: sending a class with cross_border_basis elsewhere is a transfer"
+    )
+    retention_days: int = Field(3 * 365, ge=1, description="ledger rows kept this long (`polycascade ledger prune`)")
     models: list[str] = Field(default_factory=list, description="the candidate pool")
     judges: list[str] = Field(default_factory=list)
     priors: dict[str, float] = Field(default_factory=dict, description="prior P(pass) per model, 0–1")
@@ -150,6 +178,16 @@ class Policy(_Strict):
         if bad := {m: q for m, q in value.items() if not 0 < q < 1}:
             raise ValueError(f"priors are probabilities strictly between 0 and 1; got {bad}")
         return value
+
+    @field_validator("home_jurisdiction")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        return jurisdiction_code(value)
+
+    @cached_property
+    def version(self) -> str:
+        """A digest of everything the policy says: which version a recorded decision was made under."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
     @field_validator("timezone")
     @classmethod

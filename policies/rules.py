@@ -23,9 +23,11 @@ __all__ = [
     "Snapshot",
     "breaker_rule",
     "budget_rule",
+    "cross_border_rule",
     "memoised",
     "residency_rule",
     "share_cap_rule",
+    "transfer",
 ]
 
 EU = EU_MEMBERS
@@ -94,6 +96,58 @@ def residency_rule(data_class: str, rule: DataClassRule | None) -> Rule:
         return None
 
     return residency
+
+
+def transfer(spec: ModelSpec, rule: DataClassRule | None, home: str) -> dict[str, object] | None:
+    """Where a call to `spec` would send data of a class tracked under APPI Art. 28, and on what basis:
+    `None` if nothing leaves `home` (self-hosted, or vendor and host both at home) or the class is not
+    tracked. Both the vendor (the recipient) and its host (where the data is processed) count; a
+    destination without a declared basis maps to `None`."""
+    if rule is None or rule.cross_border_basis is None or spec.hosting == "self_hosted":
+        return None
+    abroad = sorted({spec.jurisdiction, spec.host_jurisdiction} - {home})
+    if not abroad:
+        return None
+    bases = rule.cross_border_basis
+    return {
+        "from": home,
+        "vendor_jurisdiction": spec.jurisdiction,
+        "host_jurisdiction": spec.host_jurisdiction,
+        "basis": {code: _basis(bases, code) for code in abroad},
+    }
+
+
+def _basis(bases: Mapping[str, str], code: str) -> str | None:
+    if code == UNKNOWN:
+        return None  # an unknown country never has a basis, not even `*`
+    for key in (code, "EU" if code in EU else None, ANY):
+        if key is not None and key in bases:
+            return bases[key]
+    return None
+
+
+def cross_border_rule(data_class: str, rule: DataClassRule | None, home: str) -> Rule:
+    """A class tracked under APPI Art. 28 goes abroad only where a basis is declared (fail closed)."""
+
+    def cross_border(spec: ModelSpec, need: Need) -> Denial | None:
+        sent = transfer(spec, rule, home)
+        if sent is None:
+            return None
+        bases: Mapping[str, str | None] = sent["basis"]  # type: ignore[assignment]
+        for country, basis in bases.items():
+            values = {"data_class": data_class, "destination": country, "basis": basis, "from": home}
+            if basis is None:
+                return Denial(
+                    "cross_border",
+                    f"{data_class} data may not leave {home} for {country}: no basis declared (APPI Art. 28); "
+                    f"declare one under data_classes.{data_class}.cross_border_basis, or keep it in {home}",
+                    values,
+                )
+            if basis == "none":
+                return Denial("cross_border", f"{data_class} data may not be sent to {country} (basis: none)", values)
+        return None
+
+    return cross_border
 
 
 def memoised(rule: Rule) -> Rule:

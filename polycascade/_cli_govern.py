@@ -17,6 +17,7 @@ from .sync import run_sync
 out = Console()
 policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_help=True)
 
+ledger_app = typer.Typer(help="Look after the ledger: retention.", no_args_is_help=True)
 LedgerOpt = Annotated[str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, or memory://.")]
 RATIOS = {"share", "cap", "used", "pass_rate", "escalation_rate"}
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -30,7 +31,7 @@ def check(
     """Validate a policy against the catalog; errors name file, line and field."""
     from polycascade.policies.config import load_policy
     from polycascade.policies.routing import Need
-    from polycascade.policies.rules import residency_rule
+    from polycascade.policies.rules import cross_border_rule, residency_rule
 
     loaded = load_policy(file, Catalog.load(models_file))
     policy = loaded.policy
@@ -39,7 +40,8 @@ def check(
     for tier, vendors in loaded.vendors_by_tier().items():
         out.print(f"  tier {tier}: {len(vendors)} vendors ({', '.join(sorted(vendors))})")
     for name, rule in policy.data_classes.items():
-        allowed = [m.id for m in loaded.pool if residency_rule(name, rule)(m, Need()) is None]
+        places = (residency_rule(name, rule), cross_border_rule(name, rule, policy.home_jurisdiction))
+        allowed = [m.id for m in loaded.pool if all(place(m, Need()) is None for place in places)]
         out.print(f"  data class {name}: {len(allowed)} of {len(loaded.pool)} models allowed")
     for warning in loaded.warnings:
         out.print(f"  [yellow]warning:[/yellow] {warning}")
@@ -60,9 +62,15 @@ def explain(
     out.print(f"call {info['call_id']} · run {info['run_id']} · task {info['task_id']} · {info['node']}")
     out.print(f"→ {info['model']} ({info['vendor']}, {info['jurisdiction']}; hosted in {info['host_jurisdiction']}) "
               f"· {info['outcome']} · ${info['cost_usd']} · data class {info['data_class']}")  # fmt: skip
-    decision = info["decision"]
-    if not decision:
-        out.print("no routing decision recorded (a direct or evaluator call)")
+    decision = info["decision"] or {}
+    if sent := decision.get("cross_border"):
+        bases = ", ".join(f"{country}: {basis}" for country, basis in sent["basis"].items())
+        where = f"vendor {sent['vendor_jurisdiction']}, host {sent['host_jurisdiction']}"
+        out.print(f"cross-border: from {sent['from']} to {where} · basis {bases} · "
+                  f"policy {sent['policy']} {sent['policy_version']}")  # fmt: skip
+    if "candidates" not in decision:
+        reserved = f" (reserved ${decision['reserved_usd']})" if "reserved_usd" in decision else ""
+        out.print(f"no routing decision recorded (a direct or evaluator call){reserved}")
         return
     policy, reserved = decision.get("policy", "?"), decision.get("reserved_usd", "?")
     out.print(f"why: {decision['reason']}  [policy {policy}, reserved ${reserved}]")
@@ -187,6 +195,37 @@ def dashboard(
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
+@ledger_app.command("prune")
+def prune(
+    ledger: LedgerOpt = "polycascade.db",
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Keep what its retention_days says (default 3 years).")
+    ] = None,
+    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Keep this many days instead.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; remove nothing.")] = False,
+) -> None:
+    """Remove calls older than the retention period (records of transfers abroad included)."""
+    import time
+    from datetime import UTC, datetime
+
+    from polycascade.policies.config import Policy, load_policy
+
+    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
+    keep = days or (loaded.retention_days if loaded else Policy.model_fields["retention_days"].default)
+    before = time.time() - keep * 86400
+
+    async def go(lg: Any) -> int:
+        if dry_run:
+            return int((await lg.totals("SELECT COUNT(*) FROM {calls} WHERE ts < ?", before))[0][0])
+        return int(await lg.prune(before))
+
+    n = _with_ledger(ledger, go)
+    cutoff = datetime.fromtimestamp(before, UTC).isoformat(timespec="seconds")
+    verb = "would be removed" if dry_run else "removed"
+    out.print(f"{n} calls before {cutoff} {verb} (retention {keep} days)", highlight=False)
+
+
 def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -210,6 +249,12 @@ def export(
     to: Annotated[
         Path | None, typer.Option("--out", help="File to write (default: standard output; parquet needs one).")
     ] = None,
+    cross_border: Annotated[
+        bool,
+        typer.Option(
+            "--cross-border", help="Only calls that sent personal data abroad: destinations, basis, policy version."
+        ),
+    ] = False,
 ) -> None:
     """Every call, one row each, for an auditor: where it went, what it cost, why (the decision and its rejections)."""
     import sys
@@ -224,7 +269,10 @@ def export(
     bounds = {"since": _instant(since, "--since"), "until": _instant(until, "--until")}
     sink = to if to is not None else sys.stdout
     chosen = cast("Format", fmt)
-    n = _with_ledger(ledger, lambda lg: export_calls(lg, sink, chosen, run_id=run, tenant=tenant, **bounds))
+    n = _with_ledger(
+        ledger,
+        lambda lg: export_calls(lg, sink, chosen, run_id=run, tenant=tenant, cross_border=cross_border, **bounds),
+    )
     if to is not None:
         Console(stderr=True).print(f"{n} calls → {to}", highlight=False)
 

@@ -134,6 +134,16 @@ class PostgresLedger:
         rows = await self._run(sql.spend_query(self.table, column, where), args)
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
+    async def prune(self, before: float) -> int:
+        conn = await self._conn()
+        async with conn.cursor() as cur:
+            await cur.execute(f"DELETE FROM {self.table} WHERE ts < %s", (before,))
+            removed = cur.rowcount
+            for statement in rollup.emptied(self.table):
+                await cur.execute(statement)
+        self._tallies.forget()
+        return int(removed)
+
     async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
         return await self._run(sql.totals_statement(statement, self.table, "%s"), args)
 

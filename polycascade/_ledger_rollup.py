@@ -101,6 +101,15 @@ FROM {table} AS c GROUP BY run_id, task_id"""
     return [hourly, denials, tasks]
 
 
+def emptied(table: str) -> list[str]:
+    """Statements removing totals that came back to zero (after a prune): they hold nothing."""
+    return [
+        f"DELETE FROM {table}_hourly WHERE calls = 0 AND escalated = 0",
+        f"DELETE FROM {table}_denials WHERE denials = 0",
+        f"DELETE FROM {table}_tasks WHERE calls = 0 AND cost_pico = 0",
+    ]
+
+
 def _settled(row: str, value: str) -> str:
     return f"(CASE WHEN {row}.outcome = '{IN_FLIGHT}' THEN 0 ELSE {value} END)"
 

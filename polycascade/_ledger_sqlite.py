@@ -100,6 +100,14 @@ class SQLiteLedger:
         rows = self._run(sql.spend_query(TABLE, column, where), args)
         return {group: SpendRow(int(n), from_pico(int(pico))) for group, n, pico in rows}
 
+    async def prune(self, before: float) -> int:
+        with self._lock:
+            removed = self._db.execute(f"DELETE FROM {TABLE} WHERE ts < ?", (before,)).rowcount
+            for statement in rollup.emptied(TABLE):
+                self._db.execute(statement)
+        self._tallies.forget()
+        return int(removed)
+
     async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
         return self._run(sql.totals_statement(statement, TABLE, "?"), args)
 

@@ -28,6 +28,7 @@ out = Console()
 err = Console(stderr=True)
 
 app.add_typer(_cli_govern.policy_app, name="policy")
+app.add_typer(_cli_govern.ledger_app, name="ledger")
 app.command()(_cli_govern.explain)
 app.command()(_cli_govern.report)
 app.command()(_cli_govern.export)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -49,10 +50,12 @@ def call_record(
     )  # fmt: skip
 
 
-def in_flight_record(spec: ModelSpec, context: CallContext, call_id: str, reserved: Decimal, ts: float) -> CallRecord:
-    """The ledger row of a reserved call before it goes out: counted at its reserved cost until the
-    call's own row replaces it (`_accounts`)."""
-    return _row(spec, context, call_id=call_id, outcome=IN_FLIGHT, cost=reserved, ts=ts)
+def in_flight_record(
+    spec: ModelSpec, context: CallContext, call_id: str, reserved: Decimal, ts: float, why: Mapping[str, Any]
+) -> CallRecord:
+    """The ledger row of a reserved call before it goes out, with `why` (what was reserved, where the
+    data goes): counted at its reserved cost until the call's own row replaces it (`_accounts`)."""
+    return _row(spec, context, call_id=call_id, outcome=IN_FLIGHT, cost=reserved, ts=ts, decision=why)
 
 
 def _row(spec: ModelSpec, ctx: CallContext, **fields: Any) -> CallRecord:

@@ -23,13 +23,18 @@ from ._secrets import redactor
 from .errors import ConfigError
 from .ledger import CallRecord, Ledger
 
-__all__ = ["COLUMNS", "Format", "export_calls", "row_of"]
+__all__ = ["COLUMNS", "TRANSFER_COLUMNS", "Format", "export_calls", "row_of", "transfer_row"]
 
 Format = Literal["csv", "jsonl", "parquet"]
 COLUMNS = (
     "call_id", "time", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model", "vendor",
     "vendor_jurisdiction", "host_jurisdiction", "input_tokens", "output_tokens", "cost_usd", "latency_s",
     "attempts", "outcome", "verdict", "score", "evaluator", "policy", "reason", "rejected", "reserved_usd",
+)  # fmt: skip
+TRANSFER_COLUMNS = (
+    "call_id", "time", "run_id", "task_id", "node", "tenant", "data_class", "model", "vendor", "from",
+    "vendor_jurisdiction", "host_jurisdiction", "destinations", "basis", "policy", "policy_version", "outcome",
+    "cost_usd",
 )  # fmt: skip
 _BATCH = 10_000  # Parquet rows per row group
 
@@ -52,6 +57,23 @@ def row_of(rec: CallRecord, scrub: Callable[[str], str] = str) -> dict[str, Any]
     }  # fmt: skip
 
 
+def transfer_row(rec: CallRecord) -> dict[str, Any] | None:
+    """A call that sent personal data abroad (APPI Art. 28), as an auditor's row; `None` for any other."""
+    sent = (rec.decision or {}).get("cross_border")
+    if not sent:
+        return None
+    basis = sent.get("basis") or {}
+    return {
+        "call_id": rec.call_id, "time": datetime.fromtimestamp(rec.ts, UTC).isoformat(timespec="milliseconds"),
+        "run_id": rec.run_id, "task_id": rec.task_id, "node": rec.node, "tenant": rec.tenant,
+        "data_class": rec.data_class, "model": rec.model, "vendor": rec.vendor, "from": sent.get("from"),
+        "vendor_jurisdiction": sent.get("vendor_jurisdiction"), "host_jurisdiction": sent.get("host_jurisdiction"),
+        "destinations": " ".join(sorted(basis)), "basis": " ".join(f"{c}:{b}" for c, b in sorted(basis.items())),
+        "policy": sent.get("policy"), "policy_version": sent.get("policy_version"), "outcome": rec.outcome,
+        "cost_usd": rec.cost,
+    }  # fmt: skip
+
+
 async def export_calls(
     ledger: Ledger,
     out: Path | IO[str],
@@ -59,23 +81,30 @@ async def export_calls(
     *,
     since: float | None = None,
     until: float | None = None,
+    cross_border: bool = False,
     **where: Any,
 ) -> int:
     """Write every call matching `where` (run_id=…, tenant=…) between `since` and `until` to `out`
-    (a path, or a text stream for CSV and JSONL); returns the number of rows."""
-    scrub = redactor()
-    rows = (row_of(rec, scrub) async for rec in ledger.stream(since=since, until=until, **where))
+    (a path, or a text stream for CSV and JSONL); returns the number of rows. `cross_border`: only
+    the calls that sent personal data abroad, with their destinations and basis."""
+    calls = ledger.stream(since=since, until=until, **where)
+    columns: tuple[str, ...]
+    if cross_border:
+        columns, rows = TRANSFER_COLUMNS, (row async for rec in calls if (row := transfer_row(rec)) is not None)
+    else:
+        scrub = redactor()
+        columns, rows = COLUMNS, (row_of(rec, scrub) async for rec in calls)
     if fmt == "parquet":
         if not isinstance(out, Path):
             raise ConfigError("Parquet goes to a file: give `out` a path", parameter="out")
-        return await _parquet(rows, out)
+        return await _parquet(rows, out, columns)
     opened = out.open("w", encoding="utf-8", newline="") if isinstance(out, Path) else contextlib.nullcontext(out)
     with opened as sink:
-        return await (_csv(rows, sink) if fmt == "csv" else _jsonl(rows, sink))
+        return await (_csv(rows, sink, columns) if fmt == "csv" else _jsonl(rows, sink))
 
 
-async def _csv(rows: AsyncIterator[dict[str, Any]], sink: IO[str]) -> int:
-    writer = csv.DictWriter(sink, COLUMNS, lineterminator="\n")
+async def _csv(rows: AsyncIterator[dict[str, Any]], sink: IO[str], columns: tuple[str, ...]) -> int:
+    writer = csv.DictWriter(sink, columns, lineterminator="\n")
     writer.writeheader()
     n = 0
     async for row in rows:
@@ -92,7 +121,7 @@ async def _jsonl(rows: AsyncIterator[dict[str, Any]], sink: IO[str]) -> int:
     return n
 
 
-async def _parquet(rows: AsyncIterator[dict[str, Any]], path: Path) -> int:
+async def _parquet(rows: AsyncIterator[dict[str, Any]], path: Path, columns: tuple[str, ...]) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -101,7 +130,7 @@ async def _parquet(rows: AsyncIterator[dict[str, Any]], path: Path) -> int:
     money, text, integer, real = pa.decimal128(38, 12), pa.string(), pa.int64(), pa.float64()
     types = {"cost_usd": money, "reserved_usd": money, "input_tokens": integer, "output_tokens": integer,
              "attempts": integer, "latency_s": real, "score": real, "verdict": pa.bool_()}  # fmt: skip
-    schema = pa.schema([(c, types.get(c, text)) for c in COLUMNS])
+    schema = pa.schema([(c, types.get(c, text)) for c in columns])
     n, group = 0, []
     with pq.ParquetWriter(path, schema) as writer:
         async for row in rows:

@@ -32,10 +32,12 @@ from polycascade.policies.rules import (
     Snapshot,
     breaker_rule,
     budget_rule,
+    cross_border_rule,
     memoised,
     residency_rule,
     share_cap_rule,
 )
+from polycascade.policies.rules import transfer as transfer_of
 
 from . import telemetry
 from ._accounts import Accounts, Reserved
@@ -65,9 +67,11 @@ class Reservation:
     amount: Decimal
     scopes: tuple[str, ...]
     limits: tuple[Decimal, ...] = ()
+    transfer: Mapping[str, Any] | None = None  # data leaving the policy's home country, and its basis
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
+        found = {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
+        return found if self.transfer is None else {**found, "cross_border": dict(self.transfer)}
 
     def reserved(self) -> Reserved:
         api = self.spec.hosting == "api"
@@ -125,7 +129,7 @@ class Governor:
         self.accounts: Accounts = self.ledger.accounts(clock, refresh_s)
         self.coupled = policy.vendor_share is not None  # a share cap weighs every vendor: decisions take turns
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
-        self._residency_rules: dict[str, Rule] = {}
+        self._place_rules: dict[str, list[Rule]] = {}
 
     # public -----------------------------------------------------------------------------------
     async def route(
@@ -199,7 +203,7 @@ class Governor:
             self._breaker(reservation.spec.vendor).observe(self.clock(), vendor_ok)
 
     def rules(self, data_class: str, snapshot: Snapshot) -> list[Rule]:
-        rules = [self._residency(data_class)]  # the others only when something is at stake: they run per candidate
+        rules = list(self._places(data_class))  # the others only when something is at stake: they run per candidate
         if snapshot.open_vendors:
             rules.append(breaker_rule(snapshot.open_vendors))
         if snapshot.budgets:
@@ -210,23 +214,37 @@ class Governor:
 
     def prepare(self, request: CompletionRequest, reservation: Reservation) -> CompletionRequest:
         """The request as it may leave under its reservation's call id: personal data masked per the
-        data class, unless self-hosted."""
-        rule = self.policy.data_classes.get(request.context.data_class)
+        data class, unless self-hosted; a call admitted without a routing decision (an evaluator's)
+        records what was reserved and where its data went."""
+        context = request.context
+        if context.decision is None:
+            context = replace(context, decision=self._reserved(reservation))
+        rule = self.policy.data_classes.get(context.data_class)
         if rule is None or not rule.redact or reservation.spec.hosting == "self_hosted":
-            return replace(request, call_id=reservation.id)
+            return replace(request, context=context, call_id=reservation.id)
         messages = tuple(replace(m, content=redact_text(m.content, rule.redact)) for m in request.messages)
-        return replace(request, messages=messages, call_id=reservation.id)
+        return replace(request, context=context, messages=messages, call_id=reservation.id)
 
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
-        return self._residency(data_class)(spec, Need()) is None
+        """Whether data of `data_class` may go to `spec` at all: residency and cross-border transfer."""
+        return all(rule(spec, Need()) is None for rule in self._places(data_class))
 
-    def _residency(self, data_class: str) -> Rule:
-        """Residency depends only on the policy, the data class and the model: decided once per model."""
-        if data_class not in self._residency_rules:
-            self._residency_rules[data_class] = memoised(
-                residency_rule(data_class, self.policy.data_classes.get(data_class))
-            )
-        return self._residency_rules[data_class]
+    def _places(self, data_class: str) -> list[Rule]:
+        """Where data may go depends only on the policy, the data class and the model: decided once per model."""
+        if data_class not in self._place_rules:
+            rule = self.policy.data_classes.get(data_class)
+            rules = [memoised(residency_rule(data_class, rule))]
+            if rule is not None and rule.cross_border_basis is not None:
+                rules.append(memoised(cross_border_rule(data_class, rule, self.policy.home_jurisdiction)))
+            self._place_rules[data_class] = rules
+        return self._place_rules[data_class]
+
+    def _reserved(self, reservation: Reservation) -> dict[str, Any]:
+        return {"policy": self.policy.name, **reservation.to_dict()}
+
+    def _transfer(self, spec: ModelSpec, data_class: str) -> dict[str, Any] | None:
+        sent = transfer_of(spec, self.policy.data_classes.get(data_class), self.policy.home_jurisdiction)
+        return None if sent is None else {**sent, "policy": self.policy.name, "policy_version": self.policy.version}
 
     # state ------------------------------------------------------------------------------------
     async def _decided(
@@ -251,8 +269,10 @@ class Governor:
     ) -> tuple[Reservation | None, str | None]:
         """The reservation, or None and the scope another worker filled since the snapshot."""
         keys, limits = tuple(key for key, _, _ in scopes), tuple(limit for _, limit, _ in scopes)
-        reservation = Reservation(new_call_id(), spec, amount, keys, limits)
-        row = in_flight_record(spec, ctx, reservation.id, amount, self.clock()) if self.accounts.durable else None
+        reservation = Reservation(new_call_id(), spec, amount, keys, limits, self._transfer(spec, ctx.data_class))
+        row = None
+        if self.accounts.durable:
+            row = in_flight_record(spec, ctx, reservation.id, amount, self.clock(), self._reserved(reservation))
         if (full := await self.accounts.reserve(reservation.reserved(), row)) is not None:
             return None, full
         self._breaker(spec.vendor).on_dispatch(self.clock())

@@ -117,6 +117,11 @@ class Ledger(Protocol):
         """Evaluator verdicts per (task kind, model)."""
         ...
 
+    async def prune(self, before: float) -> int:
+        """Remove every call recorded before `before` (retention: `polycascade ledger prune`); returns
+        how many. The running totals lose them too."""
+        ...
+
     async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
         """Rows of a read-only statement over the calls (`{calls}`) and their running totals
         (`{hourly}`, `{denials}`, `{tasks}`: see `_ledger_rollup`), in SQL common to SQLite and
@@ -230,6 +235,14 @@ class MemoryLedger:
             for key, t in self._tallies.items()
             if (task_kind is None or key[0] == task_kind) and (t.passes or t.fails)
         }
+
+    async def prune(self, before: float) -> int:
+        old = [r for r in self._rows.values() if r.ts < before]
+        for rec in old:
+            self._untally(rec)
+            del self._rows[rec.call_id]
+            self._by_task[rec.task_id].remove(rec.call_id)
+        return len(old)
 
     async def totals(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
         from ._ledger_sqlite import SQLiteLedger  # imports this module

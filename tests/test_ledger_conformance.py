@@ -254,7 +254,11 @@ def expected_totals(calls: list[CallRecord]) -> Totals:
         row[0] = max(row[0], int(c.ts // 3600))
         row[1] += c.outcome != IN_FLIGHT
         row[2] += to_pico(c.cost) if c.outcome != IN_FLIGHT else 0
-    return {(*k, *v) for k, v in hourly.items()}, dict(denials), {(*k, *v) for k, v in tasks.items()}
+    return (
+        {(*k, *v) for k, v in hourly.items()},
+        dict(denials),
+        {(*k, *v) for k, v in tasks.items() if v[1]},  # a task with calls in flight only has none settled
+    )
 
 
 async def observed_totals(ledger: Ledger) -> Totals:
@@ -263,7 +267,7 @@ async def observed_totals(ledger: Ledger) -> Totals:
     denials = await ledger.totals(
         "SELECT hour, tenant, run_id, task_kind, data_class, rule, denials FROM {denials} WHERE denials <> 0"
     )
-    tasks = await ledger.totals("SELECT run_id, task_id, hour, calls, cost_pico FROM {tasks}")
+    tasks = await ledger.totals("SELECT run_id, task_id, hour, calls, cost_pico FROM {tasks} WHERE calls <> 0")
     return (
         hourly,
         {(int(r[0]), *r[1:6]): int(r[6]) for r in denials},
@@ -305,7 +309,7 @@ async def test_running_totals_follow_every_write_rewrite_verdict_and_removal(led
     want_hourly, want_denials, want_tasks = expected_totals(await ledger.calls())
     assert (hourly, denials) == (want_hourly, want_denials)
     # a task keeps the hour of the latest call it ever had (a removed row in flight may have been it)
-    assert {(r, t, n, c) for r, t, _, n, c in tasks if n} == {(r, t, n, c) for r, t, _, n, c in want_tasks if n}
+    assert {(r, t, n, c) for r, t, _, n, c in tasks} == {(r, t, n, c) for r, t, _, n, c in want_tasks}
     latest = {(r, t): h for r, t, h, _, _ in tasks}
     assert all(latest[(r, t)] >= h for r, t, h, _, _ in want_tasks)
 
@@ -344,3 +348,16 @@ async def test_a_ledger_written_before_running_totals_gets_them_filled_when_open
         if isinstance(ledger, PostgresLedger):
             await ledger.drop()
         await ledger.close()
+
+
+async def test_prune_removes_what_is_older_than_retention_and_its_totals(ledger: Ledger) -> None:
+    t0 = 1_800_000_000.0
+    old = [call(task_id="old", node="attempt", ts=t0 - 10 * 3600 + i, verdict=True, task_kind="qa") for i in range(3)]
+    new = [call(task_id="new", node="attempt", ts=t0 + i, cost=Decimal("0.5")) for i in range(2)]
+    for rec in old + new:
+        await ledger.write(rec)
+    assert await ledger.prune(t0 - 3600) == 3
+    assert {r.call_id for r in await ledger.calls()} == {r.call_id for r in new}
+    assert await ledger.tallies("qa") == {}
+    assert await observed_totals(ledger) == expected_totals(await ledger.calls())
+    assert await ledger.prune(t0 - 3600) == 0
