@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from datetime import date
+from decimal import ROUND_DOWN, Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ __all__ = [
     "Budgets",
     "CircuitBreakerConfig",
     "DataClassRule",
+    "ExchangeRate",
     "LoadedPolicy",
     "Policy",
     "Route",
@@ -104,20 +106,64 @@ class Spread(_Strict):
 
 
 class Budgets(_Strict):
-    """USD limits. Days are calendar days in the policy's timezone."""
+    """Limits in USD (`*_usd`) or in yen (`*_jpy`, converted at the policy's exchange rate of the day
+    a call is reserved). Days are calendar days in the policy's timezone."""
 
     per_run_usd: Decimal | None = Field(None, ge=0)
     per_day_usd: Decimal | None = Field(None, ge=0)
     per_task_usd: Decimal | None = Field(None, ge=0)
     per_tenant_day_usd: dict[str, Decimal] = Field(default_factory=dict)
     default_tenant_day_usd: Decimal | None = Field(None, ge=0)
+    per_run_jpy: Decimal | None = Field(None, ge=0)
+    per_day_jpy: Decimal | None = Field(None, ge=0)
+    per_task_jpy: Decimal | None = Field(None, ge=0)
+    per_tenant_day_jpy: dict[str, Decimal] = Field(default_factory=dict)
+    default_tenant_day_jpy: Decimal | None = Field(None, ge=0)
 
-    @field_validator("per_tenant_day_usd")
+    @field_validator("per_tenant_day_usd", "per_tenant_day_jpy")
     @classmethod
     def _non_negative(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
         if negative := [t for t, v in value.items() if v < 0]:
             raise ValueError(f"budgets cannot be negative (tenants {negative})")
         return value
+
+    @model_validator(mode="after")
+    def _one_currency_per_scope(self) -> Budgets:
+        for scope in _SCOPES:
+            if getattr(self, f"{scope}_usd") is not None and getattr(self, f"{scope}_jpy") is not None:
+                raise ValueError(f"give {scope}_usd or {scope}_jpy, not both")
+        if both := set(self.per_tenant_day_usd) & set(self.per_tenant_day_jpy):
+            raise ValueError(f"tenants {sorted(both)} have a day budget in USD and in JPY: give one")
+        return self
+
+    @property
+    def in_yen(self) -> bool:
+        return any(getattr(self, f"{s}_jpy") is not None for s in _SCOPES) or bool(self.per_tenant_day_jpy)
+
+    def in_usd(self, jpy_per_usd: Decimal) -> Budgets:
+        """Every limit in USD, yen converted at `jpy_per_usd` (rounded down: a yen limit is never exceeded)."""
+
+        def usd(yen: Decimal) -> Decimal:
+            return (yen / jpy_per_usd).quantize(Decimal("1e-12"), ROUND_DOWN)
+
+        update: dict[str, object] = {f"{s}_usd": usd(getattr(self, f"{s}_jpy")) for s in _SCOPES
+                                     if getattr(self, f"{s}_jpy") is not None}  # fmt: skip
+        update["per_tenant_day_usd"] = {**self.per_tenant_day_usd,
+                                        **{t: usd(v) for t, v in self.per_tenant_day_jpy.items()}}  # fmt: skip
+        return self.model_copy(update=update)
+
+
+_SCOPES = ("per_run", "per_day", "per_task", "default_tenant_day")
+
+
+class ExchangeRate(_Strict):
+    """Yen per US dollar as of a date: from the policy or its rates file, never fetched."""
+
+    jpy_per_usd: Decimal = Field(gt=0)
+    as_of: date
+
+    def to_dict(self) -> dict[str, str]:
+        return {"currency": "JPY", "jpy_per_usd": str(self.jpy_per_usd), "as_of": self.as_of.isoformat()}
 
 
 class CircuitBreakerConfig(_Strict):
@@ -159,6 +205,13 @@ class Policy(_Strict):
         "JP", description="where the data's owner is: sending a class with cross_border_basis elsewhere is a transfer"
     )
     retention_days: int = Field(3 * 365, ge=1, description="ledger rows kept this long (`polycascade ledger prune`)")
+    currency: Literal["USD", "JPY"] = Field("USD", description="what reports, the dashboard and explain show")
+    exchange_rates: list[ExchangeRate] = Field(
+        default_factory=list, description="JPY per USD by date: a day uses the latest on or before it"
+    )
+    exchange_rates_file: str | None = Field(
+        None, description="CSV `date,jpy_per_usd`, beside the policy file: more rates, read when it loads"
+    )
     models: list[str] = Field(default_factory=list, description="the candidate pool")
     judges: list[str] = Field(default_factory=list)
     priors: dict[str, float] = Field(default_factory=dict, description="prior P(pass) per model, 0–1")
@@ -183,6 +236,23 @@ class Policy(_Strict):
     @classmethod
     def _home(cls, value: str) -> str:
         return jurisdiction_code(value)
+
+    def rate_on(self, day: date) -> ExchangeRate:
+        """The rate a day uses: the latest on or before it; none is an error (a rate is never guessed)."""
+        known = [r for r in self.exchange_rates if r.as_of <= day]
+        if not known:
+            dates = ", ".join(r.as_of.isoformat() for r in self.exchange_rates) or "none given"
+            raise PolicyError(
+                f"policy {self.name!r}: no JPY rate on or before {day.isoformat()} (rates: {dates}); add one to "
+                "exchange_rates or the exchange_rates_file",
+                parameter="exchange_rates",
+            )
+        return max(known, key=lambda r: r.as_of)
+
+    @property
+    def in_yen(self) -> bool:
+        """Whether yen matters: shown in yen, or budgeted in yen."""
+        return self.currency == "JPY" or self.budgets.in_yen
 
     @cached_property
     def version(self) -> str:
@@ -213,6 +283,15 @@ class Policy(_Strict):
         if task.data_class == data_class and task.kind is not None:
             return task
         return replace_record(task, data_class=data_class, kind=task.kind or self.default_task_kind)
+
+    @model_validator(mode="after")
+    def _yen_has_a_rate(self) -> Policy:
+        if self.in_yen and not self.exchange_rates and self.exchange_rates_file is None:
+            raise ValueError(
+                "yen (currency: JPY or a *_jpy budget) needs a rate: exchange_rates: [{jpy_per_usd: …, as_of: "
+                "YYYY-MM-DD}] or exchange_rates_file (rates are never fetched)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _classes_exist(self) -> Policy:
@@ -278,6 +357,10 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
     if not Path(path).exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
         path = preset_path(str(path))
     doc = load_located(path, Policy, PolicyError)
+    if doc.value.exchange_rates_file is not None:
+        rates_file = doc.path.parent / doc.value.exchange_rates_file
+        rates = [*doc.value.exchange_rates, *read_rates(rates_file)]
+        doc = replace(doc, value=doc.value.model_copy(update={"exchange_rates": rates}))
     if not resolve_models:
         return LoadedPolicy(doc.value, str(doc.path), (), ())
     catalog = catalog or Catalog.load()
@@ -290,6 +373,29 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
     _check_spread(doc, loaded)
     _check_share_cap_is_satisfiable(doc, loaded)
     return replace(loaded, warnings=tuple(_class_warnings(loaded)))
+
+
+def read_rates(path: Path) -> list[ExchangeRate]:
+    """A CSV of `date,jpy_per_usd` rows; an error names the file, line and field."""
+    import csv
+
+    from pydantic import ValidationError
+
+    if not path.exists():
+        raise PolicyError(f"exchange_rates_file {path}: no such file")
+    rates = []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"date", "jpy_per_usd"} <= set(reader.fieldnames):
+            raise PolicyError(f"{path}:1: the header must name the columns date and jpy_per_usd")
+        for row in reader:
+            try:
+                rates.append(ExchangeRate(jpy_per_usd=row["jpy_per_usd"], as_of=row["date"]))  # type: ignore[arg-type]
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                field = {"as_of": "date"}.get(str(error["loc"][0]), str(error["loc"][0]))
+                raise PolicyError(f"{path}:{reader.line_num}: field {field!r}: {error['msg']}") from None
+    return rates
 
 
 def _class_warnings(loaded: LoadedPolicy) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -63,6 +64,9 @@ def explain(
     out.print(f"→ {info['model']} ({info['vendor']}, {info['jurisdiction']}; hosted in {info['host_jurisdiction']}) "
               f"· {info['outcome']} · ${info['cost_usd']} · data class {info['data_class']}")  # fmt: skip
     decision = info["decision"] or {}
+    if fx := decision.get("fx"):
+        yen = Decimal(info["cost_usd"]) * Decimal(fx["jpy_per_usd"])
+        out.print(f"in yen: ¥{yen:,.2f} at {fx['jpy_per_usd']} JPY/USD ({fx['as_of']}, the rate when reserved)")
     if sent := decision.get("cross_border"):
         bases = ", ".join(f"{country}: {basis}" for country, basis in sent["basis"].items())
         where = f"vendor {sent['vendor_jurisdiction']}, host {sent['host_jurisdiction']}"
@@ -140,6 +144,8 @@ def report(
     if html is not None:
         return
     out.print(f"{data['calls']} calls · ${data['total_cost_usd']} · scope {data['scope']} · policy {data['policy']}")
+    if fx := data.get("fx"):
+        out.print(f"in yen: ¥{Decimal(data['total_cost_jpy']):,.0f} at {fx['jpy_per_usd']} JPY/USD ({fx['as_of']})")
     for key in ("by_vendor", "by_jurisdiction", "by_host_jurisdiction"):
         _rows_table(key.replace("_", " "), data[key])
     esc = data["escalations"]

@@ -20,11 +20,14 @@ LANGS = ("en", "ja")
 _FIG_LAYOUT = {"margin": {"l": 60, "r": 20, "t": 30, "b": 60}, "height": 340, "legend": {"orientation": "h"}}
 
 
-def shell(lang: str = "en") -> dict[str, Any]:
-    """What a page needs before its data: the language and its labels."""
+def shell(lang: str = "en", currency: str = "USD") -> dict[str, Any]:
+    """What a page needs before its data: the language and its labels (amounts in `currency`)."""
     if lang not in LANGS:
         raise ConfigError(f"lang {lang!r}: use one of {', '.join(LANGS)}", parameter="lang")
-    return {"lang": lang, "labels": _labels(lang)}
+    labels = _labels(lang)
+    if currency == "JPY":  # the same columns, shown in yen
+        labels = {k: v.replace("(USD)", "(JPY)").replace("（米ドル）", "（円）") for k, v in labels.items()}
+    return {"lang": lang, "labels": labels}
 
 
 def render(data: dict[str, Any], *, live: str | None = None) -> str:
@@ -61,7 +64,8 @@ def table(rows: list[dict[str, Any]], t: dict[str, str]) -> dict[str, Any]:
     """Rows of dicts as a table: columns from the first row, headed by their labels."""
     columns = list(rows[0]) if rows else []
     cells = [[r.get(c) for c in columns] for r in rows]
-    return {"columns": columns, "labels": [t.get(c, c) for c in columns], "rows": cells}
+    labels = [t.get(c) or t.get(c.removesuffix("_jpy") + "_usd", c) for c in columns]  # limit_jpy: as limit_usd
+    return {"columns": columns, "labels": labels, "rows": cells}
 
 
 def _asset(name: str) -> str:

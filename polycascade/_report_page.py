@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ._page import fact, figure, section, shell, table
@@ -14,28 +16,31 @@ SEARCHED = ("call_id", "run_id", "task_id", "node", "model", "vendor", "jurisdic
 
 def report_page(report: dict[str, Any], calls: list[dict[str, Any]], lang: str = "en") -> dict[str, Any]:
     """What the page shows: headline figures, charts and tables, with labels in `lang`."""
-    page = shell(lang)
-    t = page["labels"]
+    fx = report.get("fx")
+    page = shell(lang, "JPY" if fx else "USD")
+    t, m = page["labels"], _Money(Decimal(fx["jpy_per_usd"]) if fx else None)
     scope = " · ".join(f"{k} {v}" for k, v in report["scope"].items())
+    rate = f" · {fx['jpy_per_usd']} JPY/USD ({fx['as_of']})" if fx else ""
     spread, escalations, flight = report["vendor_spread"], report["escalations"], report["in_flight"]
     minimum = f" ({t['min_vendors']} {spread['min_vendors']})" if spread["min_vendors"] else ""
     return {
         **page,
         "title": t["title"],
         "subtitle": f"{t['scope']}: {scope} · {t['policy']}: {report['policy'] or '—'} · "
-        f"{t['timezone']}: {report['timezone']}",
+        f"{t['timezone']}: {report['timezone']}{rate}",
+        "fx": fx,
         "facts": [
             fact(t["total"], report["total_cost_usd"], "usd", id="total"),
             fact(t["calls"], report["calls"], "count", id="calls-count"),
-            fact(t["in_flight"], f"{flight['calls']} · ${flight['cost_usd']}"),
+            fact(f"{t['in_flight']} · {flight['calls']}", flight["cost_usd"], "usd"),
             fact(t["escalations"], f"{escalations['escalations']} / {escalations['tasks']}"),
             fact(t["vendors_in_use"], f"{spread['count']}{minimum}"),
         ],
         "sections": [
-            section("spend_time", t, figure=_spend_over_time(report, t)),
+            section("spend_time", t, figure=_spend_over_time(report, t, m)),
             section("shares", t, figure=_shares(report, t), table=table(report["by_vendor"], t)),
-            section("jurisdictions", t, figure=_jurisdictions(report, t), table=table(report["data_classes"], t)),
-            section("budgets", t, figure=_burn_down(report, t), table=table(report["budgets"], t)),
+            section("jurisdictions", t, figure=_jurisdictions(report, t, m), table=table(report["data_classes"], t)),
+            section("budgets", t, figure=_burn_down(report, t, m), table=table(_budget_rows(report, fx), t)),
             section("kinds", t, table=table(report["kinds"], t)),
             section("denials", t, figure=_denials(report, t), table=table(report["denials"], t)),
             section("top_tasks", t, table=table(report["top_tasks"], t)),
@@ -45,15 +50,39 @@ def report_page(report: dict[str, Any], calls: list[dict[str, Any]], lang: str =
     }
 
 
-def _spend_over_time(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Money:
+    """Chart amounts in the report's currency: USD as recorded, or yen at its rate."""
+
+    jpy_per_usd: Decimal | None
+
+    def amount(self, usd: str) -> float:
+        return float(Decimal(usd) * self.jpy_per_usd) if self.jpy_per_usd else float(usd)
+
+    def axis(self, t: dict[str, str]) -> dict[str, Any]:
+        prefix = "¥" if self.jpy_per_usd else "$"
+        return {"title": {"text": t["cost_usd"]}, "tickprefix": prefix, "exponentformat": "none", "rangemode": "tozero"}
+
+
+def _budget_rows(report: dict[str, Any], fx: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Under a yen policy, the budgets in yen only."""
+    if not fx:
+        return list(report["budgets"])
+    return [
+        {"budget": row["budget"], **{k: v for k, v in row.items() if k.endswith("_jpy")}, "used": row["used"]}
+        for row in report["budgets"]
+    ]
+
+
+def _spend_over_time(report: dict[str, Any], t: dict[str, str], m: _Money) -> dict[str, Any]:
     by_vendor: dict[str, dict[str, float]] = defaultdict(dict)
     for row in report["timeline"]:
-        by_vendor[row["vendor"]][row["hour"]] = float(row["cost_usd"])
+        by_vendor[row["vendor"]][row["hour"]] = m.amount(row["cost_usd"])
     traces = [
         {"type": "bar", "name": vendor, "x": list(points), "y": list(points.values())}
         for vendor, points in sorted(by_vendor.items())
     ]
-    return figure(traces, barmode="stack", yaxis=_money_axis(t))
+    return figure(traces, barmode="stack", yaxis=m.axis(t))
 
 
 def _shares(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
@@ -68,26 +97,26 @@ def _shares(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
     return figure([trace], yaxis={"tickformat": ".0%", "rangemode": "tozero"}, shapes=[line], annotations=[note])
 
 
-def _jurisdictions(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
+def _jurisdictions(report: dict[str, Any], t: dict[str, str], m: _Money) -> dict[str, Any]:
     traces = []
     for key, column in (("by_jurisdiction", "jurisdiction"), ("by_host_jurisdiction", "host_jurisdiction")):
         rows = report[key]
         traces.append({"type": "bar", "name": t[key], "x": [r[column] for r in rows],
-                       "y": [float(r["cost_usd"]) for r in rows]})  # fmt: skip
-    return figure(traces, barmode="group", yaxis=_money_axis(t))
+                       "y": [m.amount(r["cost_usd"]) for r in rows]})  # fmt: skip
+    return figure(traces, barmode="group", yaxis=m.axis(t))
 
 
-def _burn_down(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
+def _burn_down(report: dict[str, Any], t: dict[str, str], m: _Money) -> dict[str, Any]:
     points = report["burn_down"]
     x = [p["hour"] for p in points]
     spent = {"type": "scatter", "mode": "lines+markers", "name": t["spent_usd"], "x": x,
-             "y": [float(p["spent_usd"]) for p in points]}  # fmt: skip
+             "y": [m.amount(p["spent_usd"]) for p in points]}  # fmt: skip
     traces: list[dict[str, Any]] = [spent]
     for budget in report["budgets"]:
-        limit = float(budget["limit_usd"])
+        limit = m.amount(budget["limit_usd"])
         traces.append({"type": "scatter", "mode": "lines", "name": f"{t['limit_usd']}: {budget['budget']}",
                        "x": [x[0], x[-1]] if x else [], "y": [limit, limit], "line": {"dash": "dash"}})  # fmt: skip
-    return figure(traces, yaxis=_money_axis(t))
+    return figure(traces, yaxis=m.axis(t))
 
 
 def _denials(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
@@ -97,7 +126,3 @@ def _denials(report: dict[str, Any], t: dict[str, str]) -> dict[str, Any]:
     traces = [{"type": "bar", "name": dc, "x": list(by_rule), "y": list(by_rule.values())}
               for dc, by_rule in by_class.items()]  # fmt: skip
     return figure(traces, barmode="stack", yaxis={"title": {"text": t["denials"]}})
-
-
-def _money_axis(t: dict[str, str]) -> dict[str, Any]:
-    return {"title": {"text": t["cost_usd"]}, "tickprefix": "$", "exponentformat": "none", "rangemode": "tozero"}

@@ -30,6 +30,7 @@ COLUMNS = (
     "call_id", "time", "run_id", "task_id", "node", "task_kind", "data_class", "tenant", "model", "vendor",
     "vendor_jurisdiction", "host_jurisdiction", "input_tokens", "output_tokens", "cost_usd", "latency_s",
     "attempts", "outcome", "verdict", "score", "evaluator", "policy", "reason", "rejected", "reserved_usd",
+    "jpy_per_usd", "rate_as_of", "cost_jpy",
 )  # fmt: skip
 TRANSFER_COLUMNS = (
     "call_id", "time", "run_id", "task_id", "node", "tenant", "data_class", "model", "vendor", "from",
@@ -54,7 +55,16 @@ def row_of(rec: CallRecord, scrub: Callable[[str], str] = str) -> dict[str, Any]
         "policy": why.get("policy"), "reason": scrub(str(why["reason"])) if why.get("reason") else None,
         "rejected": scrub(json.dumps(rejected, ensure_ascii=False)) if rejected else None,
         "reserved_usd": Decimal(str(why["reserved_usd"])) if why.get("reserved_usd") else None,
+        **_in_yen(rec.cost, why.get("fx")),
     }  # fmt: skip
+
+
+def _in_yen(usd: Decimal, fx: Any) -> dict[str, Any]:
+    """The call's cost in yen at the rate recorded when it was reserved (exact; none without a rate)."""
+    if not fx:
+        return {"jpy_per_usd": None, "rate_as_of": None, "cost_jpy": None}
+    rate = Decimal(str(fx["jpy_per_usd"]))
+    return {"jpy_per_usd": rate, "rate_as_of": fx.get("as_of"), "cost_jpy": (usd * rate).normalize()}
 
 
 def transfer_row(rec: CallRecord) -> dict[str, Any] | None:
@@ -128,8 +138,10 @@ async def _parquet(rows: AsyncIterator[dict[str, Any]], path: Path, columns: tup
     except ImportError:
         raise ConfigError("Parquet needs pyarrow: pip install 'polycascade[backtest]', or use csv or jsonl") from None
     money, text, integer, real = pa.decimal128(38, 12), pa.string(), pa.int64(), pa.float64()
-    types = {"cost_usd": money, "reserved_usd": money, "input_tokens": integer, "output_tokens": integer,
-             "attempts": integer, "latency_s": real, "score": real, "verdict": pa.bool_()}  # fmt: skip
+    yen = pa.decimal128(38, 18)  # picodollars times a rate quoted to six places
+    types = {"cost_usd": money, "reserved_usd": money, "cost_jpy": yen, "jpy_per_usd": money, "input_tokens": integer,
+             "output_tokens": integer, "attempts": integer, "latency_s": real, "score": real,
+             "verdict": pa.bool_()}  # fmt: skip
     schema = pa.schema([(c, types.get(c, text)) for c in columns])
     n, group = 0, []
     with pq.ParquetWriter(path, schema) as writer:

@@ -17,14 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from polycascade.policies.agreement import KindRecord
 from polycascade.policies.breaker import CircuitBreaker
-from polycascade.policies.config import DataClassRule, Policy
+from polycascade.policies.config import Budgets, DataClassRule, ExchangeRate, Policy
 from polycascade.policies.redaction import redact_text
 from polycascade.policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
 from polycascade.policies.rules import (
@@ -68,10 +68,15 @@ class Reservation:
     scopes: tuple[str, ...]
     limits: tuple[Decimal, ...] = ()
     transfer: Mapping[str, Any] | None = None  # data leaving the policy's home country, and its basis
+    fx: Mapping[str, str] | None = None  # the yen rate budgets and reports used when this was reserved
 
     def to_dict(self) -> dict[str, Any]:
-        found = {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
-        return found if self.transfer is None else {**found, "cross_border": dict(self.transfer)}
+        found: dict[str, Any] = {"reserved_usd": str(self.amount), "budgets": list(self.scopes)}
+        if self.transfer is not None:
+            found["cross_border"] = dict(self.transfer)
+        if self.fx is not None:
+            found["fx"] = dict(self.fx)
+        return found
 
     def reserved(self) -> Reserved:
         api = self.spec.hosting == "api"
@@ -130,6 +135,7 @@ class Governor:
         self.coupled = policy.vendor_share is not None  # a share cap weighs every vendor: decisions take turns
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
         self._place_rules: dict[str, list[Rule]] = {}
+        self._usd_budgets: tuple[str, Budgets] | None = None  # (day, yen budgets at its rate)
 
     # public -----------------------------------------------------------------------------------
     async def route(
@@ -269,7 +275,8 @@ class Governor:
     ) -> tuple[Reservation | None, str | None]:
         """The reservation, or None and the scope another worker filled since the snapshot."""
         keys, limits = tuple(key for key, _, _ in scopes), tuple(limit for _, limit, _ in scopes)
-        reservation = Reservation(new_call_id(), spec, amount, keys, limits, self._transfer(spec, ctx.data_class))
+        transfer, fx = self._transfer(spec, ctx.data_class), self._rate().to_dict() if self.policy.in_yen else None
+        reservation = Reservation(new_call_id(), spec, amount, keys, limits, transfer, fx)
         row = None
         if self.accounts.durable:
             row = in_flight_record(spec, ctx, reservation.id, amount, self.clock(), self._reserved(reservation))
@@ -302,9 +309,23 @@ class Governor:
         telemetry.observe_breakers(self._breakers, open_vendors)
         return Snapshot(spend, calls, tuple(budgets), open_vendors)
 
+    def _rate(self) -> ExchangeRate:
+        """Today's yen rate (in the policy's time zone)."""
+        return self.policy.rate_on(date.fromisoformat(self._day()[0]))
+
+    def _budgets(self) -> Budgets:
+        """The policy's budgets in USD: yen limits converted at today's rate (once a day)."""
+        b = self.policy.budgets
+        if not b.in_yen:
+            return b
+        day = self._day()[0]
+        if self._usd_budgets is None or self._usd_budgets[0] != day:
+            self._usd_budgets = (day, b.in_usd(self.policy.rate_on(date.fromisoformat(day)).jpy_per_usd))
+        return self._usd_budgets[1]
+
     def _scopes(self, ctx: CallContext) -> list[_Scope]:
         """The budgets this call counts against: (key, limit, how to load what was spent)."""
-        b = self.policy.budgets
+        b = self._budgets()
         tenant_limit = b.per_tenant_day_usd.get(ctx.tenant, b.default_tenant_day_usd)
         daily = b.per_day_usd is not None or tenant_limit is not None
         day, day_start = self._day() if daily else ("", 0.0)  # time zones are slow: only when a day counts

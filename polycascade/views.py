@@ -23,7 +23,7 @@ from .ledger import IN_FLIGHT, SELF_HOSTED, Ledger, from_pico
 from .records import frozen
 
 if TYPE_CHECKING:
-    from polycascade.policies.config import Policy
+    from polycascade.policies.config import ExchangeRate, Policy
 
 __all__ = ["Scope", "build_report", "recent_calls"]
 
@@ -78,6 +78,7 @@ class Scope:
 
 async def build_report(ledger: Ledger, scope: Scope, policy: Policy | None = None) -> dict[str, Any]:
     zone = ZoneInfo(policy.timezone if policy else "UTC")
+    fx = policy.rate_on(datetime.now(zone).date()) if policy is not None and policy.in_yen else None
     cube = await _cube(ledger, scope)
     done = [r for r in cube if r["outcome"] != IN_FLIGHT]
     total = _pico(done)
@@ -85,7 +86,8 @@ async def build_report(ledger: Ledger, scope: Scope, policy: Policy | None = Non
         "scope": _scope_json(scope, zone),
         "policy": policy.name if policy else None,
         "timezone": zone.key,
-        "currency": "USD",
+        "currency": policy.currency if policy else "USD",
+        **({"fx": fx.to_dict(), "total_cost_jpy": str(_yen(from_pico(total), fx))} if fx else {}),
         "calls": _calls(done),
         "total_cost_usd": str(from_pico(total)),
         "in_flight": _in_flight(cube),
@@ -98,7 +100,7 @@ async def build_report(ledger: Ledger, scope: Scope, policy: Policy | None = Non
         "escalations": _escalations(cube),
         "kinds": _kinds(cube),
         "denials": await _denials(ledger, scope),
-        "budgets": _budgets(cube, policy, scope, zone),
+        "budgets": _budgets(cube, policy, scope, zone, fx),
         "burn_down": _burn_down(done, zone),
         "top_tasks": await _top_tasks(ledger, scope),
         "vendor_spread": _spread(done, policy),
@@ -239,11 +241,13 @@ def _in_flight(cube: list[dict[str, Any]]) -> dict[str, Any]:
     return {"calls": _calls(rows), "cost_usd": str(from_pico(_pico(rows)))}
 
 
-def _budgets(cube: list[dict[str, Any]], policy: Policy | None, scope: Scope, zone: ZoneInfo) -> list[dict[str, Any]]:
-    """Each budget the scope can show: spent, reserved (calls in flight), left."""
+def _budgets(
+    cube: list[dict[str, Any]], policy: Policy | None, scope: Scope, zone: ZoneInfo, fx: ExchangeRate | None
+) -> list[dict[str, Any]]:
+    """Each budget the scope can show: spent, reserved (calls in flight), left; in yen too under a yen policy."""
     if policy is None:
         return []
-    b = policy.budgets
+    b = policy.budgets.in_usd(fx.jpy_per_usd) if fx is not None and policy.budgets.in_yen else policy.budgets
     today = _day_start(time.time(), zone)
     todays = [r for r in cube if r["hour"] * HOUR >= today]
     rows: list[tuple[str, Decimal, list[dict[str, Any]]]] = []
@@ -254,17 +258,23 @@ def _budgets(cube: list[dict[str, Any]], policy: Policy | None, scope: Scope, zo
     for tenant, limit in sorted(b.per_tenant_day_usd.items()):
         if scope.tenant in (None, tenant):
             rows.append((f"tenant {tenant} (day)", limit, [r for r in todays if r["tenant"] == tenant]))
-    return [_budget_row(name, limit, members) for name, limit, members in rows]
+    return [_budget_row(name, limit, members, fx) for name, limit, members in rows]
 
 
-def _budget_row(name: str, limit: Decimal, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _budget_row(name: str, limit: Decimal, rows: list[dict[str, Any]], fx: ExchangeRate | None) -> dict[str, Any]:
     spent = from_pico(_pico(r for r in rows if r["outcome"] != IN_FLIGHT))
     reserved = from_pico(_pico(r for r in rows if r["outcome"] == IN_FLIGHT))
-    return {
-        "budget": name, "limit_usd": str(limit), "spent_usd": str(spent), "reserved_usd": str(reserved),
-        "left_usd": str(max(limit - spent - reserved, Decimal(0))),
-        "used": round(float((spent + reserved) / limit), 4) if limit else None,
-    }  # fmt: skip
+    amounts = {"limit": limit, "spent": spent, "reserved": reserved, "left": max(limit - spent - reserved, Decimal(0))}
+    row: dict[str, Any] = {"budget": name, **{f"{k}_usd": str(v) for k, v in amounts.items()}}
+    row["used"] = round(float((spent + reserved) / limit), 4) if limit else None
+    if fx is not None:
+        row.update({f"{k}_jpy": str(_yen(v, fx)) for k, v in amounts.items()})
+    return row
+
+
+def _yen(usd: Decimal, fx: ExchangeRate) -> Decimal:
+    """Exact: rounded to whole yen only where it is shown."""
+    return (usd * fx.jpy_per_usd).normalize()
 
 
 def _burn_down(rows: list[dict[str, Any]], zone: ZoneInfo) -> list[dict[str, Any]]:

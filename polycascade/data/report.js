@@ -19,8 +19,13 @@
     return e;
   };
   const locale = () => (data && data.lang === "ja" ? "ja-JP" : "en-US");
-  const money = (usd) => {
+  // Amounts are recorded in USD; a yen policy's page shows them in yen at its rate (data.fx), rounded to
+  // whole yen from ¥1 up. Small amounts keep their digits: a sub-cent call is not shown as zero.
+  const yen = (n) => new Intl.NumberFormat(locale(), {style: "currency", currency: "JPY",
+    maximumFractionDigits: n !== 0 && Math.abs(n) < 1 ? 4 : 0}).format(n);
+  const money = (usd, fx = data && data.fx) => {
     const n = Number(usd);
+    if (fx) return yen(n * Number(fx.jpy_per_usd));
     const digits = n !== 0 && Math.abs(n) < 0.01 ? 6 : 2;
     return new Intl.NumberFormat(locale(), {style: "currency", currency: "USD", minimumFractionDigits: 2,
                                             maximumFractionDigits: digits}).format(n);
@@ -29,6 +34,7 @@
   const cell = (column, value, t) => {
     if (value === null || value === undefined) return "—";
     if (column.endsWith("_usd")) return money(value);
+    if (column.endsWith("_jpy")) return yen(Number(value));
     if (RATIOS.has(column)) return (100 * value).toFixed(1) + "%";
     if (typeof value === "boolean") return value ? t.yes : t.no;
     if (typeof value === "object") return JSON.stringify(value);
@@ -92,15 +98,22 @@
 
   function explain(c, t) {
     const d = c.decision;
+    const fx = d && d.fx;  // the rate of the day the call was reserved
+    const at = fx ? ` (${fx.jpy_per_usd} JPY/USD, ${fx.as_of}; $${c.cost_usd})` : "";
     const parts = [
       h("h2", {}, t.explanation),
-      h("p", {}, `${c.call_id} · ${c.model} (${c.vendor}, ${c.jurisdiction}; ${c.host_jurisdiction}) · ${c.outcome} · ${money(c.cost_usd)} · ${c.data_class}`),
+      h("p", {}, `${c.call_id} · ${c.model} (${c.vendor}, ${c.jurisdiction}; ${c.host_jurisdiction}) · ${c.outcome} · ${money(c.cost_usd, fx)}${at} · ${c.data_class}`),
     ];
+    if (d && d.cross_border) {
+      const x = d.cross_border;
+      const bases = Object.entries(x.basis).map(([country, basis]) => `${country}: ${basis}`).join(", ");
+      parts.push(h("p", {class: "cross-border"}, `${t.cross_border}: ${x.from} → ${x.vendor_jurisdiction} / ${x.host_jurisdiction} · ${bases} · ${x.policy} ${x.policy_version}`));
+    }
     if (c.verdict) parts.push(h("p", {class: "verdict"}, `${t.verdict}: ${c.verdict.passed ? t.yes : t.no} · ${c.verdict.score ?? "—"} · ${c.verdict.by}`));
-    if (!d) parts.push(h("p", {}, t.no_decision));
+    if (!d || !d.candidates) parts.push(h("p", {}, t.no_decision));
     else {
       parts.push(h("p", {class: "why"}, `${t.why}: ${d.reason ?? ""}`));
-      parts.push(h("p", {class: "reservation"}, `${t.reservation}: ${d.reserved_usd !== undefined ? money(d.reserved_usd) : "—"} · ${t.policy}: ${d.policy ?? "—"}`));
+      parts.push(h("p", {class: "reservation"}, `${t.reservation}: ${d.reserved_usd !== undefined ? money(d.reserved_usd, fx) : "—"} · ${t.policy}: ${d.policy ?? "—"}`));
       const cands = d.candidates || [];
       const candCols = ["model", "vendor", "p_pass", "call_cost_usd", "expected_total_usd", "adequate"];
       parts.push(h("h3", {}, t.candidates), table({columns: candCols, labels: candCols.map((k) => t[k] || k),
