@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
@@ -158,3 +159,24 @@ def test_the_page_of_a_yen_policy_shows_yen(fleet: Fleet, tmp_path: Path, browse
     assert page.locator("#total").inner_text().startswith("￥")
     assert "151.25 JPY/USD" in page.locator(".scope").inner_text()
     assert page.locator("#budgets th").nth(1).inner_text() == "上限（円）"
+
+
+def test_the_worked_example_of_the_japanese_readme_runs_offline(tmp_path: Path) -> None:
+    """README.ja.md's example: Japanese contracts stay in Japan (here: on the local model, no keys),
+    the press release goes anywhere, the report is in yen, nothing left the country."""
+    root = Path(__file__).parents[1]
+    policy = str(root / "examples/jp/policy.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    contracts = run_cli("run", "summarise", "--input", str(root / "examples/documents/ja"), "--policy", policy,
+                        "--out", "out/contracts.jsonl", "--no-progress", cwd=tmp_path, env=env)  # fmt: skip
+    assert contracts.returncode == 0, contracts.stderr
+    lines = [json.loads(line) for line in (tmp_path / "out/contracts.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(line["models"] == ["local/smollm2-135m-instruct"] for line in lines)
+    report = json.loads(run_cli("report", "--policy", policy, "--json", cwd=tmp_path, env=env).stdout)
+    assert report["currency"] == "JPY" and report["fx"] == {"currency": "JPY", "jpy_per_usd": "150.85",
+                                                            "as_of": "2026-12-01"}  # fmt: skip
+    assert report["by_host_jurisdiction"][0]["host_jurisdiction"] == "self"
+    transfers = run_cli("export", "--cross-border", "--ledger", "polycascade.db", cwd=tmp_path, env=env)
+    assert transfers.returncode == 0 and transfers.stdout.splitlines()[1:] == []  # nothing left Japan
+    pruned = run_cli("ledger", "prune", "--policy", policy, "--dry-run", cwd=tmp_path, env=env)
+    assert "0 calls before" in pruned.stdout and "retention 1095 days" in pruned.stdout
