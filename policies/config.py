@@ -61,8 +61,11 @@ class DataClassRule(_Strict):
     host_jurisdictions: list[Jurisdiction] | Literal["*"] = ANY
     self_hosted: bool = True
     api: bool = True
-    redact: list[Literal["email", "phone", "my_number"]] = Field(
+    redact: list[Literal["email", "phone", "my_number", "address"]] = Field(
         default_factory=list, description="masked before any model that is not self-hosted"
+    )
+    no_training_on_inputs: bool = Field(
+        False, description="only hosts whose terms rule out training on API inputs (unknown is denied)"
     )
     cross_border_basis: dict[str, Basis] | None = Field(
         None,

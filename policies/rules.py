@@ -25,8 +25,10 @@ __all__ = [
     "budget_rule",
     "cross_border_rule",
     "memoised",
+    "placement_rules",
     "residency_rule",
     "share_cap_rule",
+    "training_rule",
     "transfer",
 ]
 
@@ -148,6 +150,38 @@ def cross_border_rule(data_class: str, rule: DataClassRule | None, home: str) ->
         return None
 
     return cross_border
+
+
+def training_rule(data_class: str, rule: DataClassRule | None) -> Rule:
+    """A class that requires it goes only to hosts known not to train on API inputs (PPC, 2023)."""
+
+    def training(spec: ModelSpec, need: Need) -> Denial | None:
+        if rule is None or not rule.no_training_on_inputs or spec.hosting == "self_hosted":
+            return None
+        if spec.trains_on_inputs is False:
+            return None
+        values = {"data_class": data_class, "host": spec.host, "trains_on_inputs": spec.trains_on_inputs}
+        if spec.trains_on_inputs:
+            return Denial("training", f"{spec.host} trains on API inputs; {data_class} data may not go there", values)
+        return Denial(
+            "training",
+            f"whether {spec.host} trains on API inputs is unknown (fail closed); if your contract rules it out, "
+            f"declare trains_on_inputs: false for {spec.id} in a models file",
+            values,
+        )
+
+    return training
+
+
+def placement_rules(data_class: str, rule: DataClassRule | None, home: str) -> list[Rule]:
+    """Where data of a class may go, whatever else is at stake: residency, then what the class
+    requires of the host (no training on inputs), then transfers abroad."""
+    rules = [residency_rule(data_class, rule)]
+    if rule is not None and rule.no_training_on_inputs:
+        rules.append(training_rule(data_class, rule))
+    if rule is not None and rule.cross_border_basis is not None:
+        rules.append(cross_border_rule(data_class, rule, home))
+    return rules
 
 
 def memoised(rule: Rule) -> Rule:

@@ -32,7 +32,7 @@ def check(
     """Validate a policy against the catalog; errors name file, line and field."""
     from polycascade.policies.config import load_policy
     from polycascade.policies.routing import Need
-    from polycascade.policies.rules import cross_border_rule, residency_rule
+    from polycascade.policies.rules import placement_rules
 
     loaded = load_policy(file, Catalog.load(models_file))
     policy = loaded.policy
@@ -41,7 +41,7 @@ def check(
     for tier, vendors in loaded.vendors_by_tier().items():
         out.print(f"  tier {tier}: {len(vendors)} vendors ({', '.join(sorted(vendors))})")
     for name, rule in policy.data_classes.items():
-        places = (residency_rule(name, rule), cross_border_rule(name, rule, policy.home_jurisdiction))
+        places = placement_rules(name, rule, policy.home_jurisdiction)
         allowed = [m.id for m in loaded.pool if all(place(m, Need()) is None for place in places)]
         out.print(f"  data class {name}: {len(allowed)} of {len(loaded.pool)} models allowed")
     for warning in loaded.warnings:

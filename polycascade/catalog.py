@@ -77,6 +77,8 @@ class ModelSpec:
     api_base: str | None = None
     api_key_env: str | None = None
     quality: float | None = None
+    trains_on_inputs: bool | None = None  # the host's terms for API inputs; None: unknown
+    zero_data_retention: bool | None = None  # the host keeps no prompt or answer; None: unknown
 
     def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
         return input_tokens * self.input_price + output_tokens * self.output_price
@@ -135,6 +137,8 @@ class UserModel(BaseModel):
     max_output_tokens: int | None = Field(None, gt=0)
     capabilities: list[Capability] | None = None
     quality: float | None = Field(None, ge=0, le=1)
+    trains_on_inputs: bool | None = Field(None, description="whether the endpoint's terms let it train on inputs")
+    zero_data_retention: bool | None = Field(None, description="whether the endpoint keeps no prompt or answer")
 
     @field_validator("jurisdiction", "host_jurisdiction")
     @classmethod
@@ -242,6 +246,12 @@ class _VendorTable:
     providers: dict[str, dict[str, str]] = field(default_factory=dict)
     region_prefixes: dict[str, str] = field(default_factory=dict)
     aws_regions: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def inputs_of(self, provider: str) -> dict[str, bool | None]:
+        """What the provider's standard API terms say about inputs: trained on, retained (None: unknown)."""
+        info = self.inputs.get(provider, {})
+        return {"trains_on_inputs": info.get("trains"), "zero_data_retention": info.get("zero_retention")}
 
     def maker_of(self, model_id: str, provider: str) -> tuple[str, str]:
         info = self.providers.get(provider, {})
@@ -270,7 +280,8 @@ def _vendor_table() -> _VendorTable:
     raw = yaml.safe_load((Path(__file__).parent / "data" / "vendors.yaml").read_text(encoding="utf-8"))
     makers = [(re.compile(m["pattern"], re.IGNORECASE), m["vendor"], m["jurisdiction"]) for m in raw["makers"]]
     regions = raw.get("regions", {})
-    return _VendorTable(makers, raw["providers"], regions.get("prefixes", {}), regions.get("aws", {}))
+    inputs = {provider: info for info in raw.get("inputs", []) for provider in info["providers"]}
+    return _VendorTable(makers, raw["providers"], regions.get("prefixes", {}), regions.get("aws", {}), inputs)
 
 
 def jurisdiction_of_vendor(vendor: str) -> str | None:
@@ -305,6 +316,7 @@ def _from_price_map(key: str, entry: Any, table: _VendorTable) -> ModelSpec | No
     vendor, country = table.maker_of(key, provider)
     host, host_country = table.host_of(provider, key)
     self_hosted = host == "self"
+    inputs = table.inputs_of(provider) if not self_hosted else {}
     return ModelSpec(
         id=key,
         provider=provider,
@@ -320,6 +332,8 @@ def _from_price_map(key: str, entry: Any, table: _VendorTable) -> ModelSpec | No
         context_window=int(entry.get("max_input_tokens") or entry.get("max_tokens") or 4096),
         max_output_tokens=int(entry.get("max_output_tokens") or entry.get("max_tokens") or 4096),
         capabilities=frozenset(cap for flag, cap in _CAPABILITY_FLAGS.items() if entry.get(flag)),
+        trains_on_inputs=inputs.get("trains_on_inputs"),
+        zero_data_retention=inputs.get("zero_data_retention"),
     )
 
 
@@ -342,6 +356,8 @@ def _apply(base: ModelSpec | None, m: UserModel) -> ModelSpec:
             "context_window": m.context_window,
             "max_output_tokens": m.max_output_tokens,
             "quality": m.quality,
+            "trains_on_inputs": m.trains_on_inputs,
+            "zero_data_retention": m.zero_data_retention,
         }.items()
         if value is not None
     }
@@ -356,6 +372,9 @@ def _apply(base: ModelSpec | None, m: UserModel) -> ModelSpec:
     if moved and m.host_jurisdiction is None:  # another endpoint: the catalog's host no longer says where it runs
         host, changes["host_jurisdiction"] = _undeclared_host(m.api_base or "")
         changes["host"] = m.host or host
+    if moved:  # nor what it does with inputs, unless declared
+        changes.setdefault("trains_on_inputs", None)
+        changes.setdefault("zero_data_retention", None)
     return replace(base, **changes)
 
 
@@ -377,6 +396,7 @@ def _new_spec(m: UserModel) -> ModelSpec:
         default_host = _undeclared_host(m.api_base)
     else:
         default_host = _vendor_table().host_of(m.provider)
+    inputs = _vendor_table().inputs_of(m.provider) if hosting == "api" and m.api_base is None else {}
     return ModelSpec(
         id=m.id,
         provider=m.provider,
@@ -395,6 +415,10 @@ def _new_spec(m: UserModel) -> ModelSpec:
         api_base=m.api_base,
         api_key_env=m.api_key_env,
         quality=m.quality,
+        trains_on_inputs=m.trains_on_inputs if m.trains_on_inputs is not None else inputs.get("trains_on_inputs"),
+        zero_data_retention=(
+            m.zero_data_retention if m.zero_data_retention is not None else inputs.get("zero_data_retention")
+        ),
     )
 
 

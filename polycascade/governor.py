@@ -32,9 +32,8 @@ from polycascade.policies.rules import (
     Snapshot,
     breaker_rule,
     budget_rule,
-    cross_border_rule,
     memoised,
-    residency_rule,
+    placement_rules,
     share_cap_rule,
 )
 from polycascade.policies.rules import transfer as transfer_of
@@ -232,17 +231,14 @@ class Governor:
         return replace(request, context=context, messages=messages, call_id=reservation.id)
 
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
-        """Whether data of `data_class` may go to `spec` at all: residency and cross-border transfer."""
+        """Whether data of `data_class` may go to `spec` at all (`placement_rules`)."""
         return all(rule(spec, Need()) is None for rule in self._places(data_class))
 
     def _places(self, data_class: str) -> list[Rule]:
         """Where data may go depends only on the policy, the data class and the model: decided once per model."""
         if data_class not in self._place_rules:
-            rule = self.policy.data_classes.get(data_class)
-            rules = [memoised(residency_rule(data_class, rule))]
-            if rule is not None and rule.cross_border_basis is not None:
-                rules.append(memoised(cross_border_rule(data_class, rule, self.policy.home_jurisdiction)))
-            self._place_rules[data_class] = rules
+            rule, home = self.policy.data_classes.get(data_class), self.policy.home_jurisdiction
+            self._place_rules[data_class] = [memoised(r) for r in placement_rules(data_class, rule, home)]
         return self._place_rules[data_class]
 
     def _reserved(self, reservation: Reservation) -> dict[str, Any]:
