@@ -12,9 +12,10 @@ from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polycascade.catalog import Catalog, ModelSpec
@@ -357,9 +358,8 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
 
     `resolve_models=False` checks the rules only: a backtest's pool is the models in its traces.
     """
-    if not Path(path).exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
-        path = preset_path(str(path))
-    doc = load_located(path, Policy, PolicyError)
+    path = _policy_path(path)
+    doc = load_located(path, Policy, PolicyError, prepare=lambda data: _extended(data, Path(path).parent))
     if doc.value.exchange_rates_file is not None:
         rates_file = doc.path.parent / doc.value.exchange_rates_file
         rates = [*doc.value.exchange_rates, *read_rates(rates_file)]
@@ -376,6 +376,37 @@ def load_policy(path: str | Path, catalog: Catalog | None = None, *, resolve_mod
     _check_spread(doc, loaded)
     _check_share_cap_is_satisfiable(doc, loaded)
     return replace(loaded, warnings=tuple(_class_warnings(loaded)))
+
+
+def _policy_path(path: str | Path, relative_to: Path | None = None) -> Path:
+    """A policy file, or a preset's by name."""
+    given = Path(path) if relative_to is None or Path(path).is_absolute() else relative_to / path
+    if not given.exists() and "/" not in str(path) and not str(path).endswith((".yaml", ".yml")):
+        return preset_path(str(path))
+    return given
+
+
+def _extended(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`extends: jp-enterprise` (a preset or a file beside this one): its fields, with this file's
+    over them; mappings (data_classes, budgets, routing, …) merge key by key, anything else replaces."""
+    base_ref = data.pop("extends", None)
+    if base_ref is None:
+        return data
+    base_path = _policy_path(str(base_ref), folder)
+    if not base_path.exists():
+        raise PolicyError(f"extends: {base_ref!r}: no such preset or file")
+    base = yaml.safe_load(base_path.read_text(encoding="utf-8")) or {}
+    if "extends" in base:
+        raise PolicyError(f"extends: {base_ref!r} extends another policy itself; extend one that does not")
+    return _merged(base, data)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
 
 
 def read_rates(path: Path) -> list[ExchangeRate]:

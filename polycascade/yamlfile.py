@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -32,7 +33,13 @@ def load_yaml_model(path: str | Path, model: type[M], error: type[ConfigError] =
     return load_located(path, model, error).value
 
 
-def load_located(path: str | Path, model: type[M], error: type[ConfigError] = ConfigError) -> Located[M]:
+def load_located(
+    path: str | Path,
+    model: type[M],
+    error: type[ConfigError] = ConfigError,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Located[M]:
+    """`path` validated as `model`; `prepare` may rewrite the parsed mapping first (a policy's `extends`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -53,6 +60,8 @@ def load_located(path: str | Path, model: type[M], error: type[ConfigError] = Co
         raise error(f"{path}:{line}: invalid YAML: {exc.problem or exc.context}") from None
     if data is not None and not isinstance(data, dict):
         raise error(f"{path}:1: expected a mapping of fields at the top level, got {type(data).__name__}")
+    if prepare is not None:
+        data = prepare(dict(data or {}))
     try:
         return Located(path, model.model_validate(data or {}), root)
     except ValidationError as exc:

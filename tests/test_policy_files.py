@@ -130,3 +130,21 @@ def test_a_spend_target_reaches_the_router_and_a_bad_one_names_its_line(tmp_path
     f = _write(tmp_path, "name: p\nmodels: [gpt-4o-mini]\nrouting:\n  target_cost_usd: -1\n")
     with pytest.raises(PolicyError, match=r"policy.yaml:4: field 'routing.target_cost_usd'.*greater than 0"):
         load_policy(f)
+
+
+def test_a_policy_extends_a_preset_field_by_field(tmp_path: Path) -> None:
+    f = _write(tmp_path, "extends: jp-enterprise\nname: mine\ndata_classes: {public: {api: false}}\n"
+               "budgets: {per_day_usd: 5}\n")  # fmt: skip
+    policy = load_policy(f).policy
+    preset = load_policy("jp-enterprise").policy
+    assert policy.name == "mine" and policy.models == preset.models and policy.timezone == "Asia/Tokyo"
+    assert policy.data_classes["public"].api is False  # this file's value
+    assert policy.data_classes["customer"] == preset.data_classes["customer"]  # the preset's, untouched
+    assert policy.budgets.per_day_usd == 5 and policy.budgets.per_run_usd == preset.budgets.per_run_usd
+    missing = _write(tmp_path, "extends: no-such-preset\nname: x\n")
+    with pytest.raises(PolicyError, match="no preset 'no-such-preset'"):
+        load_policy(missing)
+    (tmp_path / "mid.yaml").write_text("extends: jp-enterprise\nname: mid\n")
+    chained = _write(tmp_path, "extends: mid.yaml\nname: x\n")
+    with pytest.raises(PolicyError, match="extends another policy itself"):
+        load_policy(chained)

@@ -17,6 +17,7 @@ import yaml
 
 from polycascade import BudgetExceeded, Task
 from polycascade._ledger_sqlite import SQLiteLedger
+from polycascade.catalog import Catalog
 from polycascade.errors import PolicyError
 from polycascade.gateway import Gateway, RetryPolicy
 from polycascade.governor import Governor
@@ -180,3 +181,63 @@ def test_the_worked_example_of_the_japanese_readme_runs_offline(tmp_path: Path) 
     assert transfers.returncode == 0 and transfers.stdout.splitlines()[1:] == []  # nothing left Japan
     pruned = run_cli("ledger", "prune", "--policy", policy, "--dry-run", cwd=tmp_path, env=env)
     assert "0 calls before" in pruned.stdout and "retention 1095 days" in pruned.stdout
+
+
+def test_jp_enterprise_extended_to_yen_reports_and_exports_yen_and_keeps_usd(tmp_path: Path) -> None:
+    """`extends: jp-enterprise` with `currency: JPY`: its pool served on loopback, its rules unchanged."""
+    from polycascade.catalog import ModelsFile
+    from polycascade.sync import run_sync
+    from polycascade.testing import ScriptedServer
+
+    (tmp_path / "rates.csv").write_text(RATES)
+    policy = tmp_path / "yen.yaml"
+    policy.write_text(
+        "extends: jp-enterprise\nname: jp-enterprise-yen\ncurrency: JPY\nexchange_rates_file: rates.csv\n"
+    )
+    base = Catalog.load()  # the bundled catalog and the local rung
+    preset = load_policy("jp-enterprise", base).policy
+    server = ScriptedServer(lambda req: f"answer from {req.model}").start()
+    try:
+        served = []  # each API model of the preset, on loopback, as the catalog describes it
+        for model_id in preset.models:
+            spec = base[model_id]
+            if spec.hosting == "api":
+                price_in, price_out = spec.price_per_mtok()
+                served.append(server.model(
+                    model_id, vendor=spec.vendor, jurisdiction=spec.jurisdiction, input_per_mtok=str(price_in),
+                    output_per_mtok=str(price_out), host=spec.host, host_jurisdiction=spec.host_jurisdiction,
+                    trains_on_inputs=spec.trains_on_inputs))  # fmt: skip
+        models = ModelsFile(models=served).write(tmp_path / "models.yaml")
+        catalog = base.with_models(served)
+        loaded = load_policy(policy, catalog)
+        assert loaded.policy.name == "jp-enterprise-yen" and loaded.policy.vendor_share == preset.vendor_share
+        db = tmp_path / "ledger.db"
+
+        async def work() -> list[Any]:
+            ledger = SQLiteLedger(db)
+            pool = [m for m in loaded.pool if m.hosting == "api"]
+            gateway = Gateway(catalog, ledger, RetryPolicy(max_attempts=1))
+            c = Cascade(gateway, pool, governor=Governor(loaded.policy, ledger))
+            for data_class in ("public", "confidential", "customer"):
+                await c.run(Task("株式会社さくら商事の件", data_class=data_class, run_id="yen", max_tokens=100))
+            calls = await ledger.calls()
+            await ledger.close()
+            return calls
+
+        calls = run_sync(work())
+    finally:
+        server.stop()
+    hosts = {c.data_class: c.host_jurisdiction for c in calls if c.node == "attempt"}
+    assert hosts["confidential"] == "JP" and hosts["customer"] != "CN"  # the preset's rules still hold
+    rate = Decimal("151.25")
+    args = ["--ledger", str(db), "--policy", str(policy), "--models", str(models)]
+    report = json.loads(run_cli("report", *args, "--run", "yen", "--json").stdout)
+    total = sum((c.cost for c in calls), Decimal(0))
+    assert report["currency"] == "JPY" and Decimal(report["total_cost_usd"]) == total > 0
+    assert Decimal(report["total_cost_jpy"]) == total * rate
+    run_budget = next(b for b in report["budgets"] if b["budget"] == "run")
+    assert Decimal(run_budget["limit_jpy"]) == Decimal(20) * rate  # the preset's $20, shown in yen
+    exported = list(csv.DictReader(io.StringIO(run_cli("export", "--ledger", str(db), "--run", "yen").stdout)))
+    assert [Decimal(r["cost_jpy"]) for r in exported] == [Decimal(r["cost_usd"]) * rate for r in exported]
+    transfers = list(csv.DictReader(io.StringIO(run_cli("export", "--ledger", str(db), "--cross-border").stdout)))
+    assert {r["data_class"] for r in transfers} <= {"customer"}
