@@ -31,7 +31,7 @@ from polycascade.agents.schemas import as_checked_model, json_schema_of
 from polycascade.errors import PolycascadeError
 from polycascade.service import Service, open_service
 from polycascade.sync import run_sync
-from polycascade.tasks import DEFAULT_TIMEOUT_S, Task, TaskResult
+from polycascade.tasks import DEFAULT_TIMEOUT_S, Preferences, Task, TaskResult
 from polycascade.types import Message, ToolCall
 
 __all__ = ["PolycascadeChat"]
@@ -56,6 +56,7 @@ class PolycascadeChat(BaseChatModel):
     evaluator: Any = None  # attach one to escalate on failed checks
     ledger: Any = "memory://"
     local: bool = False
+    prefer: Any = None  # routing preferences (a dict or `Preferences`): latency, order, price cap, vendors
 
     _service: Service | None = PrivateAttr(default=None)
     _close: Callable[[], None] | None = PrivateAttr(default=None)
@@ -121,6 +122,7 @@ class PolycascadeChat(BaseChatModel):
             tenant=self.tenant,
             max_tokens=self.max_tokens,
             timeout_s=self.timeout,
+            prefer=Preferences.parse(kwargs.get("prefer", self.prefer)),  # a call's own, else the model's
         )
         pool = service.resolve([kwargs["model"]]) if kwargs.get("model") else None  # a per-call pin
         result = await service.cascade(pool, evaluator=self.evaluator).run(task)

@@ -145,6 +145,7 @@ def _need(task: Task, state: CascadeState, ctx: CascadeContext, answers: tuple[s
         by_agreement=getattr(ctx.evaluator, "by_agreement", False),
         confirming=confirming,
         answers=answers,
+        prefer=task.prefer,
     )
 
 
@@ -170,6 +171,8 @@ async def route(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comman
     kind = ctx.call.task_kind
     tallies = _tallies(ctx, kind, await ctx.governor.ledger.tallies(kind))
     need = _need(task, state, ctx, answers)
+    if task.prefer is not None and task.prefer.needs_latency:
+        need = replace(need, latency=await ctx.governor.latencies(ctx.pool, kind))
     pool = _within_ceiling(ctx, task, need, attempts)
     routing = _routing(ctx)
     try:
@@ -235,6 +238,7 @@ async def attempt(state: CascadeState, runtime: Runtime[CascadeContext]) -> Comm
         else:
             update["avoid_vendors"] = state.get("avoid_vendors", frozenset()) | {spec.vendor}
         return Command(update=update, goto="route")
+    ctx.governor.observe_latency(spec.id, ctx.call.task_kind, completion)
     answered = Attempt(
         rung, spec.id, spec.vendor, completion.cost, completion.text, completion.call_id, decision=why,
         tool_calls=completion.tool_calls, input_tokens=completion.usage.input_tokens,

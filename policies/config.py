@@ -19,10 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from polycascade.catalog import Catalog, ModelSpec
-from polycascade.errors import CatalogError, PolicyError
+from polycascade.errors import CatalogError, ConfigError, PolicyError
 from polycascade.jurisdictions import EU_MEMBERS, jurisdiction_code
 from polycascade.records import replace as replace_record
-from polycascade.tasks import Task
+from polycascade.tasks import Preferences, Task
 from polycascade.yamlfile import Located, load_located
 
 __all__ = [
@@ -199,6 +199,16 @@ class Route(_Strict):
     data_class: str | None = None  # the policy's default when unset
     models: list[str] = Field(default_factory=list, description="a subset of the pool; all of it when empty")
     max_tokens: int | None = Field(None, gt=0)
+    prefer: dict[str, Any] | None = Field(None, description="routing preferences its callers get (they narrow)")
+
+    @field_validator("prefer")
+    @classmethod
+    def _preferences(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            Preferences.parse(value, "prefer")  # a bad one fails where it is written
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class Policy(_Strict):

@@ -39,6 +39,7 @@ from polycascade.types import Tally
 
 from .adequacy import Adequacy
 from .agreement import Candidate, KindRecord, best_plan
+from .preferences import LatencyEstimate, Preferences, preference_denial
 
 __all__ = ["Decision", "Denial", "Estimate", "Need", "RoutingSettings", "Rule", "choose", "routes_by_plan"]
 
@@ -62,6 +63,8 @@ class Need:
     by_agreement: bool = False  # an answer passes only when another vendor's answer agrees
     confirming: float | None = None  # a second opinion for an answer with this P(pass)
     answers: tuple[str, ...] = ()  # models that answered this task, oldest first
+    prefer: Preferences | None = None  # the request's own preferences: they only narrow
+    latency: Mapping[str, LatencyEstimate] = field(default_factory=dict)  # per candidate, when `prefer` asks
 
 
 @frozen
@@ -199,6 +202,8 @@ def choose(
         ranked = _ranked(estimates)
         return _decision(ranked[0].model, _why_opinion(ranked[0], need), ranked, rejected, settings)
     ranked = _ranked(_plan(allowed, need, settings.output_fraction))
+    if need.prefer is not None and need.prefer.sort != "cost":
+        return _fastest(allowed, ranked, need, rejected, settings)
     greedy = _greedy(ranked, settings.threshold)
     chosen, reason = greedy, _why(greedy, settings.threshold)
     if settings.explore and rng is not None:
@@ -209,6 +214,37 @@ def choose(
                 f"exploration: a Thompson sample made {explored.model} adequate at no more than {greedy.model}'s cost"
             )
     return _decision(chosen.model, reason, ranked, rejected, settings)
+
+
+def _fastest(
+    allowed: list[tuple[ModelSpec, float]],
+    ranked: tuple[Estimate, ...],
+    need: Need,
+    rejected: dict[str, Denial],
+    settings: RoutingSettings,
+) -> Decision:
+    """`sort: latency`: the adequate candidate with the least expected latency, escalations included
+    (its median, plus P(fail) × the quickest stronger adequate one's); cost breaks ties.
+    `sort: throughput`: the adequate candidate with the most output tokens per second."""
+    assert need.prefer is not None
+    p_of = {spec.id: p for spec, p in allowed}
+    adequate = [e for e in ranked if e.p_pass >= settings.threshold] or [max(ranked, key=lambda e: e.p_pass)]
+    lat = {e.model: need.latency[e.model].p50 if e.model in need.latency else math.inf for e in ranked}
+
+    def expected(e: Estimate) -> float:
+        stronger = [lat[o.model] for o in adequate if p_of[o.model] > e.p_pass]
+        return lat[e.model] + (1 - e.p_pass) * (min(stronger) if stronger else 0.0)
+
+    if need.prefer.sort == "throughput":
+        speed = {m: (need.latency[m].tokens_per_s or 0.0) if m in need.latency else 0.0 for m in lat}
+        best = min(adequate, key=lambda e: (-speed[e.model], e.expected_total))
+        reason = f"most output per second among adequate: {speed[best.model]:.0f} tokens/s"
+    else:
+        best = min(adequate, key=lambda e: (expected(e), e.expected_total))
+        reason = (
+            f"quickest expected among adequate: {expected(best):.2f} s with escalations (p50 {lat[best.model]:.2f} s)"
+        )
+    return _decision(best.model, reason, ranked, rejected, settings)
 
 
 def routes_by_plan(settings: RoutingSettings, need: Need) -> bool:
@@ -232,6 +268,8 @@ def _screen(
         for rule in rules if denial is None else ():
             if (denial := rule(spec, need)) is not None:
                 break
+        if denial is None and need.prefer is not None and (why := preference_denial(spec, need.prefer, need.latency)):
+            denial = Denial(*why)
         if denial is None:
             allowed.append((spec, p))
         else:

@@ -31,7 +31,7 @@ from .errors import (
 )
 from .ledger import CallRecord, Ledger, MemoryLedger
 from .ledgers import open_ledger
-from .tasks import Attempt, Task, TaskResult, Verdict
+from .tasks import Attempt, Preferences, Task, TaskResult, Verdict
 from .types import CallContext, Completion, CompletionRequest, Message, ToolCall, Usage
 
 __version__ = "0.1.0"
@@ -58,6 +58,7 @@ __all__ = [
     "NoEligibleModel",
     "PolicyError",
     "PolycascadeError",
+    "Preferences",
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",

@@ -91,6 +91,11 @@ class ChatRequest(_Open):
     stream_options: StreamOptions | None = None
     tools: list[ToolIn] | None = None
     metadata: dict[str, str] | None = None
+    prefer: dict[str, Any] | None = Field(
+        None,
+        description="routing preferences (the OpenAI SDK's extra_body): max_latency_s, latency_percentile, "
+        "sort, max_price_in, max_price_out, only_vendors, ignore_vendors, only_models; they narrow the policy",
+    )
 
     @classmethod
     def parse(cls, body: Any) -> ChatRequest:

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from polycascade.policies.agreement import KindRecord
 from polycascade.policies.breaker import CircuitBreaker
 from polycascade.policies.config import Budgets, DataClassRule, ExchangeRate, Policy
+from polycascade.policies.preferences import LatencyBook, LatencyEstimate
 from polycascade.policies.redaction import redact_text
 from polycascade.policies.routing import Decision, Denial, Need, RoutingSettings, Rule, choose, max_call_cost
 from polycascade.policies.rules import (
@@ -116,6 +117,7 @@ class Why(Mapping[str, Any]):
     __hash__ = None  # type: ignore[assignment]
 
 
+LATENCY_SEED_ROWS = 50_000  # the latest calls latency is first learned from
 _Scope = tuple[str, Decimal, Callable[[], Awaitable[Decimal]]]  # budget key, limit, load what was spent
 RESERVE_TRIES = 16  # decisions in a row that another worker's reservation can overtake
 
@@ -135,6 +137,8 @@ class Governor:
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
         self._place_rules: dict[str, list[Rule]] = {}
         self._usd_budgets: tuple[str, Budgets] | None = None  # (day, yen budgets at its rate)
+        self.latency = LatencyBook()  # per process, like the breakers: seeded from the ledger when first asked
+        self._latency_seeded = False
 
     # public -----------------------------------------------------------------------------------
     async def route(
@@ -229,6 +233,25 @@ class Governor:
             return replace(request, context=context, call_id=reservation.id)
         messages = tuple(replace(m, content=redact_text(m.content, rule.redact)) for m in request.messages)
         return replace(request, context=context, messages=messages, call_id=reservation.id)
+
+    async def latencies(self, pool: Sequence[ModelSpec], kind: str) -> dict[str, LatencyEstimate]:
+        """What each model's latency is expected to be on `kind` (for a request's preferences)."""
+        if not self._latency_seeded:
+            self._latency_seeded = True
+            since = self.clock() - 12 * self.latency.half_life_s  # older calls weigh under 1/4096
+            rows = await self.ledger.totals(
+                "SELECT model, task_kind, latency_s, output_tokens, ts FROM {calls} "
+                f"WHERE outcome = 'ok' AND latency_s > 0 AND ts >= ? ORDER BY ts LIMIT {LATENCY_SEED_ROWS}",
+                since,
+            )
+            for model, row_kind, seconds, tokens, ts in rows:
+                self.latency.observe(model, row_kind, float(seconds), int(tokens), float(ts))
+        now = self.clock()
+        return {spec.id: self.latency.estimate(spec.id, kind, now) for spec in pool}
+
+    def observe_latency(self, model: str, kind: str, completion: Completion) -> None:
+        if not completion.replayed:
+            self.latency.observe(model, kind, completion.latency_s, completion.usage.output_tokens, self.clock())
 
     def residency_allows(self, spec: ModelSpec, data_class: str) -> bool:
         """Whether data of `data_class` may go to `spec` at all (`placement_rules`)."""

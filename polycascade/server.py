@@ -33,7 +33,7 @@ from ._wire import ChatRequest, error, invalid, openapi
 from .dashboard import add_dashboard
 from .errors import BudgetExceeded, ConfigError, NoEligibleModel
 from .service import Service
-from .tasks import Task, TaskResult
+from .tasks import Preferences, Task, TaskResult
 from .yamlfile import load_yaml_model
 
 __all__ = ["TenantKeys", "build_app"]
@@ -162,6 +162,8 @@ class _Handlers:
         try:
             task, pool = self._task(body, request.headers, tenant)
         except ConfigError as exc:
+            if exc.parameter == "prefer":
+                return error(400, str(exc), "invalid_request_error", "prefer")
             return error(404, str(exc), "model_not_found", "model")
         try:
             result = await self.service.cascade(pool).run(task)
@@ -203,6 +205,7 @@ class _Handlers:
         )
         task = Task(
             prompt=next((m.content for m in reversed(messages) if m.role == "user"), ""),
+            prefer=_preferences(route, body, headers),
             messages=messages,
             tools=tuple(t.model_dump(exclude_none=True) for t in body.tools or ()),
             kind=str(kind) if kind else None,
@@ -212,6 +215,20 @@ class _Handlers:
             max_tokens=body.max_tokens or body.max_completion_tokens or (route and route.max_tokens) or 1024,
         )
         return task, pool
+
+
+def _preferences(route: Any, body: ChatRequest, headers: Mapping[str, str]) -> Preferences | None:
+    """The route's preferences, narrowed by the request's (`prefer` in the body, or the
+    `X-Polycascade-Prefer` header as JSON): a request can narrow what it gets, never widen it."""
+    raw: Any = body.prefer
+    if raw is None and (header := headers.get("X-Polycascade-Prefer")):
+        try:
+            raw = json.loads(header)
+        except ValueError:
+            raise ConfigError("the X-Polycascade-Prefer header must be a JSON object", parameter="prefer") from None
+    requested = Preferences.parse(raw, "prefer")
+    routed = Preferences.parse(route.prefer, "prefer") if route is not None else None
+    return routed.narrowed(requested) if routed is not None else requested
 
 
 def _call_id(result: TaskResult) -> str:

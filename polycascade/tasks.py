@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import field
@@ -14,11 +15,113 @@ from .errors import ConfigError
 from .records import frozen
 from .types import Message, ToolCall
 
-__all__ = ["Attempt", "Status", "Task", "TaskResult", "Verdict"]
+__all__ = ["Attempt", "Preferences", "Status", "Task", "TaskResult", "Verdict"]
 
 Status = Literal["verified", "unverified", "failed"]
 DEFAULT_TIMEOUT_S = 60.0  # each call's
 MAX_TOKENS = 1_000_000  # above any model's output: a larger ask is a mistake, never a reservation
+
+
+Percentile = Literal["p50", "p95"]
+Sort = Literal["cost", "latency", "throughput"]
+
+
+@frozen
+class Preferences:
+    """A request's preferences. Prices are USD per 1M tokens; vendors match case-insensitively."""
+
+    max_latency_s: float | None = None
+    latency_percentile: Percentile = "p95"
+    sort: Sort = "cost"
+    max_price_in: Decimal | None = None
+    max_price_out: Decimal | None = None
+    only_vendors: frozenset[str] | None = None  # None: any the policy allows
+    ignore_vendors: frozenset[str] = frozenset()
+    only_models: frozenset[str] | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | Preferences | None, where: str = "prefer") -> Preferences | None:
+        """From JSON or YAML (`serve`, a policy route, `PolycascadeChat`); a bad value is the caller's
+        error, naming the field."""
+        if data is None or isinstance(data, Preferences):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"`{where}` must be an object of preferences, got {type(data).__name__}", parameter=where)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"`{where}`: unknown preference(s) {sorted(unknown)}; use {_FIELDS}", parameter=where)
+        try:
+            return cls(
+                max_latency_s=_positive(data.get("max_latency_s"), "max_latency_s"),
+                latency_percentile=_one_of(data.get("latency_percentile", "p95"), ("p50", "p95"), "latency_percentile"),
+                sort=_one_of(data.get("sort", "cost"), ("cost", "latency", "throughput"), "sort"),
+                max_price_in=_price(data.get("max_price_in")),
+                max_price_out=_price(data.get("max_price_out")),
+                only_vendors=_names(data.get("only_vendors")),
+                ignore_vendors=_names(data.get("ignore_vendors")) or frozenset(),
+                only_models=frozenset(data["only_models"]) if data.get("only_models") is not None else None,
+            )
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise ConfigError(f"`{where}.{exc}", parameter=where) from None
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.max_latency_s is not None or self.sort != "cost"
+
+    def narrowed(self, by: Preferences | None) -> Preferences:
+        """These preferences and `by` at once (a route's, then a request's): the narrower of each."""
+        if by is None:
+            return self
+        return Preferences(
+            max_latency_s=_least(self.max_latency_s, by.max_latency_s),
+            latency_percentile=by.latency_percentile if by.max_latency_s is not None else self.latency_percentile,
+            sort=by.sort if by.sort != "cost" else self.sort,
+            max_price_in=_least(self.max_price_in, by.max_price_in),
+            max_price_out=_least(self.max_price_out, by.max_price_out),
+            only_vendors=_both(self.only_vendors, by.only_vendors),
+            ignore_vendors=self.ignore_vendors | by.ignore_vendors,
+            only_models=_both(self.only_models, by.only_models),
+        )
+
+
+_FIELDS = "max_latency_s, latency_percentile (p50|p95), sort (cost|latency|throughput), max_price_in, " \
+          "max_price_out (USD per 1M tokens), only_vendors, ignore_vendors, only_models"  # fmt: skip
+
+
+def _positive(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ValueError(f"{name}` must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], name: str) -> Any:
+    if value not in allowed:
+        raise ValueError(f"{name}` must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _price(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    price = Decimal(str(value))
+    if not price >= 0:
+        raise ValueError(f"max_price_*` must be a price per 1M tokens (>= 0), got {value!r}")
+    return price
+
+
+def _names(value: Any) -> frozenset[str] | None:
+    return None if value is None else frozenset(str(v).lower() for v in value)
+
+
+def _both(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    """Both allow-lists at once: what is in each (an empty one allows nothing)."""
+    return b if a is None else a if b is None else a & b
+
+
+def _least(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else min(a, b)
 
 
 @frozen
@@ -44,6 +147,7 @@ class Task:
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     run_id: str = "adhoc"
     tenant: str = "default"
+    prefer: Preferences | None = None  # latency bound, order, price cap, vendors: they narrow, never widen
 
     def __check__(self) -> None:
         """Values no call could honour are the caller's mistake, refused before anything is reserved."""

@@ -27,6 +27,7 @@ EXPECTED = {
     "NoEligibleModel",
     "PolicyError",
     "PolycascadeError",
+    "Preferences",
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",
