@@ -95,10 +95,15 @@ def baselines(
     }
 
 
-def _score(trace: Trace, chosen: Outcome | None, cost: Decimal, answers: int) -> TaskScore:
+def _score(
+    trace: Trace, chosen: Outcome | None, cost: Decimal, answers: int, called: list[Outcome] | None = None
+) -> TaskScore:
+    """`called`: the outcomes of every call made, one after another (default: the chosen one)."""
+    latencies = [o.latency_s for o in (called if called is not None else [chosen] if chosen else [])]
     return TaskScore(
         trace.task_id, trace.category, chosen.model if chosen else None, chosen.correct if chosen else 0.0,
         cost, answers, "unverified", escalated=answers > 1,
+        latency_s=sum(latencies) if latencies and None not in latencies else None,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -123,29 +128,33 @@ class _Check:
             traces.models.values(), key=lambda m: (m.input_price + m.output_price, m.id)
         )
 
-    def __call__(self, trace: Trace, outcome: Outcome) -> tuple[bool, Decimal]:
+    def __call__(self, trace: Trace, outcome: Outcome) -> tuple[bool, Outcome | None]:
+        """Whether `outcome` passes, and the second opinion it took (agreement), if any."""
         if self.traces.has_verdict:
-            return bool(outcome.verdict), Decimal(0)
+            return bool(outcome.verdict), None
         vendor = self.traces.models[outcome.model].vendor
         other = next((m for m in self.by_price if m.vendor != vendor and m.id in trace.outcomes), None)
         if other is None:
-            return False, Decimal(0)
+            return False, None
         second = trace.outcomes[other.id]
         agree = normalise(outcome.answer or "") == normalise(second.answer or "") and bool(outcome.answer)
-        return agree, second.cost
+        return agree, second
 
 
 def _fixed_cascade(trace: Trace, chain: list[str], check: _Check) -> TaskScore:
-    cost, answers, last = Decimal(0), 0, None
+    cost, answers, last, called = Decimal(0), 0, None, []
     for i, model in enumerate(chain):
         outcome = trace.outcomes.get(model)
         if outcome is None:
             continue
         cost, answers, last = cost + outcome.cost, answers + 1, outcome
+        called.append(outcome)
         if i == len(chain) - 1:
             break
-        passed, check_cost = check(trace, outcome)
-        cost += check_cost
+        passed, second = check(trace, outcome)
+        if second is not None:
+            cost += second.cost
+            called.append(second)
         if passed:
             break
-    return _score(trace, last, cost, answers)
+    return _score(trace, last, cost, answers, called)

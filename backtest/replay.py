@@ -84,6 +84,7 @@ class TaskScore:
     answers: int  # rungs that answered
     status: str
     escalated: bool  # a check failed and a stronger model answered (a second opinion is not an escalation)
+    latency_s: float | None = None  # the recorded latencies of its calls, one after another; None: not recorded
 
 
 def evaluator_for(traces: TraceSet, gateway: ReplayGateway, pool: Iterable[ModelSpec]) -> Evaluator:
@@ -135,9 +136,12 @@ def _score(category: str, task_id: str, result: TaskResult, gateway: ReplayGatew
     outcome = gateway.outcome(task_id, result.model) if result.model else None  # the answer the cascade returned
     answers = [a for a in result.attempts if a.answer is not None]
     failed = [i for i, a in enumerate(answers) if a.verdict and a.verdict.verifies and not a.verdict.passed]
+    called = [gateway.outcome(task_id, a.model) for a in result.attempts]
+    latencies = [o.latency_s for o in called if o is not None]
     return TaskScore(
         task_id, category, result.model, outcome.correct if outcome else 0.0, result.total_cost, len(answers),
         result.status, escalated=bool(failed) and failed[0] < len(answers) - 1,
+        latency_s=sum(latencies) if latencies and None not in latencies else None,  # type: ignore[arg-type]
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -100,6 +101,8 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
     n = len(scores)
     right = sum(s.correct for s in scores)
     cost = sum((s.cost for s in scores), Decimal(0))
+    latencies = sorted(s.latency_s for s in scores if s.latency_s is not None)
+    timed = len(latencies) == n > 0  # only where every task's calls were timed
     return {
         "tasks": n,
         "accuracy": round(right / n, 4) if n else 0.0,
@@ -107,7 +110,13 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
         "cost_per_correct_usd": str((cost / Decimal(str(right))).quantize(Decimal("1e-8"))) if right else None,
         "cost_vs_best_single": round(float(cost / reference_cost), 4) if reference_cost else None,
         "escalation_rate": round(sum(s.escalated for s in scores) / n, 4) if n else 0.0,
+        **({"latency_p50_s": _nearest(latencies, 0.5), "latency_p95_s": _nearest(latencies, 0.95)} if timed else {}),
     }
+
+
+def _nearest(ordered: list[float], q: float) -> float:
+    """The nearest-rank quantile of sorted values."""
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3)
 
 
 def by_kind(scores: list[TaskScore]) -> dict[str, Any]:

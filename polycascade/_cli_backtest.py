@@ -121,13 +121,17 @@ def _print_result(result: dict[str, Any]) -> None:
     out.print(f"{result['traces']}: {result['rows']} rows · test {split['test_tasks']} tasks, train "
               f"{split['train_tasks']} (seed {split['seed']}) · policy {result['policy']}")  # fmt: skip
     rows = {"polycascade": result["polycascade"], **result["baselines"]}
+    timed = all("latency_p50_s" in r for r in rows.values())  # the traces recorded every call's latency
     table = Table(title="test split")
     for column in ("strategy", "accuracy", "total $", "$ per correct", "vs best single", "escalations"):
         table.add_column(column)
+    for column in ("p50 s", "p95 s") if timed else ():
+        table.add_column(column)
     for name, r in rows.items():
+        latency = (f"{r['latency_p50_s']:.2f}", f"{r['latency_p95_s']:.2f}") if timed else ()
         table.add_row(name, f"{r['accuracy']:.1%}", r["total_cost_usd"], str(r["cost_per_correct_usd"]),
                       f"{r['cost_vs_best_single']:.1%}" if r["cost_vs_best_single"] is not None else "-",
-                      f"{r['escalation_rate']:.1%}")  # fmt: skip
+                      f"{r['escalation_rate']:.1%}", *latency)  # fmt: skip
     out.print(table)
     for name, r in result["baselines"].items():
         out.print(f"  {name}: {r['models']}")

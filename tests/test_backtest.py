@@ -372,3 +372,26 @@ def test_a_replay_leaves_no_cyclic_garbage(tmp_path: Path, routing: RoutingConfi
         result = run_backtest(traces, policy, workers=1)
         assert gc.collect() == 0
     assert result["polycascade"]["tasks"] == result["split"]["test_tasks"]
+
+
+def test_recorded_latency_gives_each_strategy_its_p50_and_p95(tmp_path: Path) -> None:
+    """Traces with `latency_s`: each task's calls, one after another, at the percentiles per strategy."""
+    plain = synthetic(tmp_path / "t.csv", 80)
+    rows = list(csv.DictReader(plain.open()))
+    seconds = {m[0]: 0.4 + 2.0 * i for i, m in enumerate(MODELS)}  # the dearer, the slower
+    timed = tmp_path / "timed.csv"
+    with timed.open("w", newline="") as f:
+        w = csv.DictWriter(f, [*rows[0], "latency_s"])
+        w.writeheader()
+        w.writerows({**r, "latency_s": seconds[r["model"]]} for r in rows)
+    result = json.loads(run_cli("backtest", "--traces", str(timed), "--json").stdout)
+    best = result["baselines"]["best_single"]
+    assert best["latency_p50_s"] == best["latency_p95_s"] == seconds[best["models"]]  # one call each
+    cascade = result["baselines"]["cascade"]
+    assert cascade["latency_p95_s"] >= cascade["latency_p50_s"] >= min(seconds.values())
+    ours = result["polycascade"]
+    assert 0 < ours["latency_p50_s"] <= ours["latency_p95_s"]
+    table = run_cli("backtest", "--traces", str(timed)).stdout
+    assert "p50 s" in table and "p95 s" in table
+    untimed = json.loads(run_cli("backtest", "--traces", str(plain), "--json").stdout)
+    assert "latency_p50_s" not in untimed["polycascade"]  # none recorded: none made up
