@@ -25,7 +25,7 @@ from polycascade.policies.agreement import KindRecord
 from polycascade.policies.config import Policy
 from polycascade.records import frozen
 from polycascade.service import assemble
-from polycascade.tasks import Task, TaskResult, Verdict
+from polycascade.tasks import Preferences, Task, TaskResult, Verdict
 from polycascade.types import Completion, CompletionRequest, Usage
 
 from .traces import Outcome, TraceSet
@@ -108,8 +108,12 @@ async def replay(
     positions: Sequence[int] | None = None,
     max_tokens: int | None = None,
     agreement: Mapping[str, KindRecord] | None = None,
+    prefer: Preferences | None = None,
+    latency_seed: Sequence[tuple[str, str, float, int]] = (),
 ) -> tuple[list[TaskScore], Ledger, Governor, Cascade]:
-    """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time."""
+    """Replay `test_ids` in order; `positions` (each task's place in the whole split) set replay time;
+    `prefer`: every task's preferences, its latency bound judged on `latency_seed` (the train split's
+    recorded calls) and on the replayed calls as they go."""
     clock = _Clock()
     pool = sorted(traces.models.values(), key=lambda m: (m.input_price + m.output_price, m.id))
     service = assemble(
@@ -117,6 +121,8 @@ async def replay(
         completer=lambda catalog, ledger: ReplayGateway(traces, catalog, ledger),
     )  # fmt: skip
     gateway = cast(ReplayGateway, service.gateway)
+    if prefer is not None:
+        service.governor.seed_latency(latency_seed)
     evaluator = evaluator_for(traces, gateway, service.pool)
     cascade = service.cascade(evaluator=evaluator, settings=settings, history=history, agreement=agreement)
     max_tokens = max_tokens or output_profile(traces)[0]
@@ -126,7 +132,7 @@ async def replay(
         clock.now = _Clock.START + position + 1.0
         task = Task(
             "", kind=trace.category, max_tokens=max_tokens, id=task_id,
-            run_id="backtest", input_tokens=_input_tokens(trace),
+            run_id="backtest", input_tokens=_input_tokens(trace), prefer=prefer,
         )  # fmt: skip
         scores.append(_score(trace.category, task_id, await cascade.run_direct(task), gateway))
     return scores, service.ledger, service.governor, cascade

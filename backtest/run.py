@@ -11,6 +11,7 @@ from typing import Any
 from polycascade.graphs.cascade import CascadeSettings
 from polycascade.ledger import SpendRow
 from polycascade.policies.config import Policy
+from polycascade.tasks import Preferences
 
 from ._heap import frozen_heap
 from .agreement import agreement_from
@@ -43,6 +44,7 @@ def run_backtest(
     settings: CascadeSettings | None = None,
     with_baselines: bool = True,
     workers: int | None = None,
+    prefer: Preferences | None = None,
 ) -> dict[str, Any]:
     """`workers`: processes for the replay (default: every core; see `backtest.shards`)."""
     with frozen_heap():  # the traces outlive the backtest
@@ -54,7 +56,10 @@ def run_backtest(
         settings = replace(settings, routing=replace(settings.routing, output_fraction=output_fraction))
         agreement = agreement_from(traces, train) if _values_agreement(traces, settings) else None
         stats = Stats(traces, train)
-        pending = replay_split(traces, test, policy, settings, stats.history, max_tokens, workers, agreement)
+        timed = _recorded_latencies(traces, train) if prefer is not None and prefer.needs_latency else []
+        pending = replay_split(
+            traces, test, policy, settings, stats.history, max_tokens, workers, agreement, prefer, timed
+        )
         try:  # while the workers replay
             compared = baselines(traces, stats, test) if with_baselines else {}
         finally:
@@ -112,6 +117,16 @@ def summarise(scores: list[TaskScore], reference_cost: Decimal) -> dict[str, Any
         "escalation_rate": round(sum(s.escalated for s in scores) / n, 4) if n else 0.0,
         **({"latency_p50_s": _nearest(latencies, 0.5), "latency_p95_s": _nearest(latencies, 0.95)} if timed else {}),
     }
+
+
+def _recorded_latencies(traces: TraceSet, train: list[str]) -> list[tuple[str, str, float, int]]:
+    """The train split's calls that recorded a latency: what a latency bound starts from."""
+    return [
+        (o.model, trace.category, o.latency_s, o.output_tokens or 0)
+        for trace in (traces.tasks[t] for t in train)
+        for o in trace.outcomes.values()
+        if o.latency_s
+    ]
 
 
 def _nearest(ordered: list[float], q: float) -> float:

@@ -28,6 +28,7 @@ from polycascade.ledger import Ledger, SpendRow, Tally
 from polycascade.policies.agreement import KindRecord
 from polycascade.policies.config import Policy
 from polycascade.sync import run_sync
+from polycascade.tasks import Preferences
 
 from ._heap import collector_paused
 from .replay import TaskScore, replay
@@ -58,17 +59,42 @@ def replay_split(
     max_tokens: int,
     workers: int | None = None,
     agreement: Mapping[str, KindRecord] | None = None,
+    prefer: Preferences | None = None,
+    latency_seed: Sequence[tuple[str, str, float, int]] = (),
 ) -> PendingReplay:
     """Start the replay; `.result()` waits for it. Workers, if any, start at once (work meanwhile)."""
     why_serial = coupling(traces, test_ids, policy, settings)
     kinds = _by_kind(traces, test_ids)
     workers = min(workers or _cores(), len(test_ids) // MIN_TASKS_PER_WORKER, len(kinds))
     if why_serial is not None or workers < 2:
-        job = (traces, test_ids, list(range(len(test_ids))), policy, settings, history, max_tokens, agreement)
+        job = (
+            traces,
+            test_ids,
+            list(range(len(test_ids))),
+            policy,
+            settings,
+            history,
+            max_tokens,
+            agreement,
+            prefer,
+            latency_seed,
+        )
         return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
     positions = {task_id: i for i, task_id in enumerate(test_ids)}
     jobs = [
-        (traces, ids, [positions[t] for t in ids], policy, settings, history, max_tokens, agreement) for ids in kinds
+        (
+            traces,
+            ids,
+            [positions[t] for t in ids],
+            policy,
+            settings,
+            history,
+            max_tokens,
+            agreement,
+            prefer,
+            latency_seed,
+        )
+        for ids in kinds
     ]
     return PendingReplay(test_ids, jobs=jobs, workers=workers)
 
@@ -116,7 +142,9 @@ def coupling(traces: TraceSet, test_ids: Sequence[str], policy: Policy, settings
     b = policy.budgets
     if policy.vendor_share is not None:
         return "the vendor share cap couples every task"
-    if b.per_run_usd is not None or b.per_day_usd is not None or b.per_tenant_day_usd or b.default_tenant_day_usd:
+    shared = (b.per_run_usd, b.per_day_usd, b.default_tenant_day_usd, b.per_run_jpy, b.per_day_jpy,
+              b.default_tenant_day_jpy)  # fmt: skip
+    if any(limit is not None for limit in shared) or b.per_tenant_day_usd or b.per_tenant_day_jpy:
         return "a run, day or tenant budget couples every task"
     if settings.routing.explore:
         return "exploration draws from one random stream"
@@ -149,10 +177,12 @@ def _replay_shard(job: tuple[Any, ...]) -> Replayed:
 async def _replay_and_report(
     traces: TraceSet, ids: list[str], positions: list[int], policy: Policy, settings: CascadeSettings,
     history: Mapping[tuple[str, str], Tally], max_tokens: int, agreement: Mapping[str, KindRecord] | None,
+    prefer: Preferences | None, latency_seed: Sequence[tuple[str, str, float, int]],
 ) -> Replayed:  # fmt: skip
     scores, ledger, governor, cascade = await replay(
-        traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens, agreement=agreement
-    )
+        traces, ids, policy, settings, history, positions=positions, max_tokens=max_tokens, agreement=agreement,
+        prefer=prefer, latency_seed=latency_seed,
+    )  # fmt: skip
     spend = {key: await ledger.spend_by(key) for key in SPEND_KEYS}
     paced = cascade.pacer.value if cascade.pacer else None
     return Replayed(scores, spend, await audit(ledger, governor, policy, traces.models), answer_value=paced)

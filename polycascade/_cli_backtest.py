@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .catalog import Catalog
 from .errors import ConfigError
+from .tasks import Preferences
 
 out = Console()
 
@@ -55,6 +56,15 @@ def backtest(
         typer.Option("--html", help="With --sweep: one self-contained page with the interactive Pareto front."),
     ] = None,
     lang: Annotated[str, typer.Option("--lang", help="Labels of the HTML page: en or ja.")] = "en",
+    max_latency: Annotated[
+        float | None,
+        typer.Option(
+            "--max-latency",
+            min=0.001,
+            help="Replay every task with a p95 latency bound in seconds "
+            "(learned from the traces' latency_s as the replay goes).",
+        ),
+    ] = None,
 ) -> None:
     """What a policy would have cost and how often it would have been right, on recorded outcomes."""
     from polycascade.backtest.traces import load_traces
@@ -62,6 +72,8 @@ def backtest(
 
     from .governor import DEFAULT_POLICY
 
+    if max_latency is not None and (do_sweep or target_cost is not None):
+        raise ConfigError("--max-latency replays one setting: leave out --sweep and --target-cost")
     if html is not None:
         from ._page import shell
 
@@ -96,7 +108,8 @@ def backtest(
 
             result = backtest_at_cost(data, loaded, target_cost, train_fraction=train_fraction, seed=seed)
         else:
-            result = run_backtest(data, loaded, train_fraction=train_fraction, seed=seed)
+            prefer = Preferences(max_latency_s=max_latency) if max_latency is not None else None
+            result = run_backtest(data, loaded, train_fraction=train_fraction, seed=seed, prefer=prefer)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if as_json:

@@ -15,7 +15,7 @@ may have spent on record. Circuit breakers are always per process.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import field
 from datetime import date, datetime
 from decimal import Decimal
@@ -233,6 +233,14 @@ class Governor:
             return replace(request, context=context, call_id=reservation.id)
         messages = tuple(replace(m, content=redact_text(m.content, rule.redact)) for m in request.messages)
         return replace(request, context=context, messages=messages, call_id=reservation.id)
+
+    def seed_latency(self, calls: Iterable[tuple[str, str, float, int]]) -> None:
+        """Learn latency from these (model, kind, seconds, output tokens) instead of the ledger (a backtest's
+        train split)."""
+        now = self.clock()
+        for model, kind, seconds, tokens in calls:
+            self.latency.observe(model, kind, seconds, tokens, now)
+        self._latency_seeded = True
 
     async def latencies(self, pool: Sequence[ModelSpec], kind: str) -> dict[str, LatencyEstimate]:
         """What each model's latency is expected to be on `kind` (for a request's preferences)."""

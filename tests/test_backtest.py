@@ -395,3 +395,9 @@ def test_recorded_latency_gives_each_strategy_its_p50_and_p95(tmp_path: Path) ->
     assert "p50 s" in table and "p95 s" in table
     untimed = json.loads(run_cli("backtest", "--traces", str(plain), "--json").stdout)
     assert "latency_p50_s" not in untimed["polycascade"]  # none recorded: none made up
+    bound = json.loads(run_cli("backtest", "--traces", str(timed), "--max-latency", "3", "--json").stdout)
+    mine = bound["polycascade"]
+    assert mine["latency_p95_s"] <= 3 and "OpenAI" not in mine["by_vendor"]  # the large model takes 4.4 s
+    assert mine["accuracy"] > 0 and bound["baselines"]["best_single"]["latency_p95_s"] > 3
+    both = run_cli("backtest", "--traces", str(timed), "--max-latency", "3", "--sweep")
+    assert both.returncode == 2 and "--max-latency replays one setting" in both.stderr
