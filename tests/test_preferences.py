@@ -182,3 +182,18 @@ def test_the_chat_model_takes_preferences(server: ScriptedServer, tmp_path: Path
     llm = PolycascadeChat(models=[m.id for m in models], catalog=catalog, prefer={"ignore_vendors": ["DeepSeek"]})
     assert llm.invoke("Q").content == "answer from fast-dear"
     assert llm.invoke("Q", prefer={"only_models": [SLOW_CHEAP[0]]}).content == "answer from slow-cheap"
+
+
+def test_throughput_order_takes_the_adequate_model_with_the_most_tokens_per_second() -> None:
+    from polycascade.policies.preferences import LatencyEstimate
+    from polycascade.policies.routing import Need, RoutingSettings, choose
+
+    from .conftest import make_spec
+
+    pool = [make_spec("a/slow", "0.1", vendor="A"), make_spec("b/fast", "1", vendor="B")]
+    latency = {"a/slow": LatencyEstimate(1.0, 2.0, 30, tokens_per_s=40.0),
+               "b/fast": LatencyEstimate(1.0, 2.0, 30, tokens_per_s=400.0)}  # fmt: skip
+    need = Need(input_tokens=100, max_tokens=100, prefer=Preferences(sort="throughput"), latency=latency)
+    decision = choose(pool, need, {}, RoutingSettings())
+    assert decision.chosen == "b/fast" and "400 tokens/s" in decision.reason
+    assert choose(pool, Need(input_tokens=100, max_tokens=100), {}, RoutingSettings()).chosen == "a/slow"
