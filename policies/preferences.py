@@ -9,6 +9,7 @@ kind), so a slow afternoon is forgotten within hours; a model with no history ha
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
@@ -76,6 +77,8 @@ class _Histogram:
         self.tokens = self.seconds = self.at = 0.0
 
     def _decay(self, now: float, half_life_s: float) -> None:
+        if self.at and now - self.at < half_life_s / 64:  # under 1% of weight to shed: not worth a pass yet
+            return
         factor = 0.5 ** (max(now - self.at, 0.0) / half_life_s) if self.at else 1.0
         if factor < 1.0:
             self.counts = [c * factor for c in self.counts]
@@ -100,10 +103,7 @@ class _Histogram:
 
 
 def _bucket(seconds: float) -> int:
-    for i, edge in enumerate(_EDGES):
-        if seconds <= edge:
-            return i
-    return len(_EDGES)
+    return bisect.bisect_left(_EDGES, seconds)  # the first edge at or above it; past the last: the overflow
 
 
 def _quantile(counts: list[float], q: float) -> float:

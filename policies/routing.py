@@ -64,7 +64,7 @@ class Need:
     confirming: float | None = None  # a second opinion for an answer with this P(pass)
     answers: tuple[str, ...] = ()  # models that answered this task, oldest first
     prefer: Preferences | None = None  # the request's own preferences: they only narrow
-    latency: Mapping[str, LatencyEstimate] = field(default_factory=dict)  # per candidate, when `prefer` asks
+    latency: Mapping[str, LatencyEstimate] | None = None  # per candidate, when `prefer` asks
 
 
 @frozen
@@ -227,16 +227,16 @@ def _fastest(
     (its median, plus P(fail) × the quickest stronger adequate one's); cost breaks ties.
     `sort: throughput`: the adequate candidate with the most output tokens per second."""
     assert need.prefer is not None
-    p_of = {spec.id: p for spec, p in allowed}
+    p_of, latency = {spec.id: p for spec, p in allowed}, need.latency or {}
     adequate = [e for e in ranked if e.p_pass >= settings.threshold] or [max(ranked, key=lambda e: e.p_pass)]
-    lat = {e.model: need.latency[e.model].p50 if e.model in need.latency else math.inf for e in ranked}
+    lat = {e.model: latency[e.model].p50 if e.model in latency else math.inf for e in ranked}
 
     def expected(e: Estimate) -> float:
         stronger = [lat[o.model] for o in adequate if p_of[o.model] > e.p_pass]
         return lat[e.model] + (1 - e.p_pass) * (min(stronger) if stronger else 0.0)
 
     if need.prefer.sort == "throughput":
-        speed = {m: (need.latency[m].tokens_per_s or 0.0) if m in need.latency else 0.0 for m in lat}
+        speed = {m: (latency[m].tokens_per_s or 0.0) if m in latency else 0.0 for m in lat}
         best = min(adequate, key=lambda e: (-speed[e.model], e.expected_total))
         reason = f"most output per second among adequate: {speed[best.model]:.0f} tokens/s"
     else:
@@ -268,7 +268,11 @@ def _screen(
         for rule in rules if denial is None else ():
             if (denial := rule(spec, need)) is not None:
                 break
-        if denial is None and need.prefer is not None and (why := preference_denial(spec, need.prefer, need.latency)):
+        if (
+            denial is None
+            and need.prefer is not None
+            and (why := preference_denial(spec, need.prefer, need.latency or {}))
+        ):
             denial = Denial(*why)
         if denial is None:
             allowed.append((spec, p))

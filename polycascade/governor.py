@@ -137,6 +137,8 @@ class Governor:
         self._breakers: dict[str, CircuitBreaker] = {}  # per process: each worker judges its own calls
         self._place_rules: dict[str, list[Rule]] = {}
         self._usd_budgets: tuple[str, Budgets] | None = None  # (day, yen budgets at its rate)
+        self._tracked = {name for name, rule in policy.data_classes.items() if rule.cross_border_basis is not None}
+        self._in_yen = policy.in_yen
         self.latency = LatencyBook()  # per process, like the breakers: seeded from the ledger when first asked
         self._latency_seeded = False
 
@@ -302,7 +304,8 @@ class Governor:
     ) -> tuple[Reservation | None, str | None]:
         """The reservation, or None and the scope another worker filled since the snapshot."""
         keys, limits = tuple(key for key, _, _ in scopes), tuple(limit for _, limit, _ in scopes)
-        transfer, fx = self._transfer(spec, ctx.data_class), self._rate().to_dict() if self.policy.in_yen else None
+        transfer = self._transfer(spec, ctx.data_class) if ctx.data_class in self._tracked else None
+        fx = self._rate().to_dict() if self._in_yen else None
         reservation = Reservation(new_call_id(), spec, amount, keys, limits, transfer, fx)
         row = None
         if self.accounts.durable:
