@@ -171,6 +171,7 @@ def dashboard(
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8766,
     lang: Annotated[str, typer.Option("--lang", help="Labels: en or ja.")] = "en",
+    refresh: Annotated[float, typer.Option("--refresh", min=1, help="Seconds between a page's refreshes.")] = 15,
 ) -> None:
     """The report, live in a browser at /dashboard: each tenant's key sees its own calls."""
     from aiohttp import web
@@ -192,7 +193,7 @@ def dashboard(
 
     async def ledger_ctx(app: web.Application) -> Any:
         lg = open_ledger(ledger)
-        add_dashboard(app, lg, keys, loaded, lang)
+        add_dashboard(app, lg, keys, loaded, lang, refresh)
         Console(stderr=True).print(f"dashboard on http://{host}:{port}{PREFIX}", highlight=False)
         yield
         await lg.close()

@@ -30,12 +30,12 @@ def shell(lang: str = "en", currency: str = "USD") -> dict[str, Any]:
     return {"lang": lang, "labels": labels}
 
 
-def render(data: dict[str, Any], *, live: str | None = None) -> str:
+def render(data: dict[str, Any], *, live: str | None = None, refresh_s: float = 15) -> str:
     """The whole page: plotly.js, our script and style inlined; `data` embedded (a `shell` when
-    `live` names the dashboard's data URL, fetched with the key the user types)."""
+    `live` names the dashboard's data URL, fetched with the key the user types every `refresh_s`)."""
     embedded = json.dumps(data, ensure_ascii=False, default=str)
     embedded = embedded.replace("</", "<\\/")  # the data cannot close its <script> element
-    attrs = f' data-live="{live}"' if live else ""
+    attrs = f' data-live="{live}" data-refresh="{refresh_s:g}"' if live else ""
     return (
         f'<!doctype html>\n<html lang="{data["lang"]}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

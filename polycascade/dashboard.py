@@ -5,8 +5,8 @@
                                (?run=…, ?hours=…; ?tenant=… for an admin key)
 
 A tenant's key shows its own calls only; a key marked `admin: true` in the tenants file (or the one
-key of POLYCASCADE_GATEWAY_KEY) sees every tenant. Reads are cached a few seconds: many open tabs
-cost one query per scope, not one each.
+key of POLYCASCADE_GATEWAY_KEY) sees every tenant. Open pages ask again every `--refresh` seconds; reads are
+cached for a second, so many open tabs cost one query per scope, not one each.
 """
 
 from __future__ import annotations
@@ -32,20 +32,25 @@ if TYPE_CHECKING:
 __all__ = ["add_dashboard"]
 
 PREFIX = "/dashboard"
-CACHE_S = 3.0
+CACHE_S = 1.0  # many tabs cost one query a second at most
 
 
 def add_dashboard(
-    app: web.Application, ledger: Ledger, keys: TenantKeys, policy: Policy | None = None, lang: str = "en"
+    app: web.Application,
+    ledger: Ledger,
+    keys: TenantKeys,
+    policy: Policy | None = None,
+    lang: str = "en",
+    refresh_s: float = 15,
 ) -> None:
-    """Mount the dashboard's two routes on `app`."""
+    """Mount the dashboard's two routes on `app`; open pages ask again every `refresh_s`."""
     views = _Views(ledger, keys, policy, lang)
     page: list[str] = []  # drawn at the first visit: a gateway without the `report` extra still serves
 
     async def index(_: web.Request) -> web.Response:
         if not page:
             try:
-                page.append(render(shell(lang), live=f"{PREFIX}/data.json"))
+                page.append(render(shell(lang), live=f"{PREFIX}/data.json", refresh_s=refresh_s))
             except ConfigError as exc:
                 return error(501, str(exc), "not_implemented")
         response = web.Response(text=page[0], content_type="text/html", headers=_NO_STORE)

@@ -196,6 +196,37 @@ def test_the_dashboard_answers_the_right_key_in_the_browser_and_refuses_a_wrong_
     page.screenshot(path=str(sample.dir / f"{live.rsplit(':', 1)[1]}-dashboard.png"), full_page=True)
 
 
+def test_the_dashboard_shows_new_calls_as_they_land(sample: Sample, browser: Any, tenants: Path) -> None:
+    import shutil
+
+    from polycascade.ledger import CallRecord, new_call_id
+    from polycascade.sync import run_sync
+
+    db = sample.dir / "live.db"
+    shutil.copy(sample.ledger, db)
+    args = ["--ledger", str(db), "--policy", str(sample.policy), "--models", str(sample.models)]
+    with listening("dashboard", *args, "--tenants", str(tenants), "--refresh", "1", env={**os.environ, **KEYS}) as root:
+        page, _ = open_page(browser, f"{root}/dashboard")
+        page.fill("#key", KEYS["POLYCASCADE_KEY_OPS"])
+        page.click("#login button")
+        count = page.locator("#calls-count")
+        count.wait_for()
+        before = int(count.inner_text().replace(",", ""))
+
+        async def land() -> None:
+            from polycascade._ledger_sqlite import SQLiteLedger
+
+            ledger = SQLiteLedger(db)
+            await ledger.write(CallRecord(new_call_id(), "us/small", "OpenAI", "US", "ok", node="attempt",
+                                          cost=Decimal("0.001"), data_class="public"))  # fmt: skip
+            await ledger.close()
+
+        run_sync(land())
+        page.wait_for_function(  # no reload: the page asks again by itself
+            "n => document.getElementById('calls-count')?.textContent.replace(/,/g, '') == n", arg=str(before + 1)
+        )
+
+
 def test_a_tenants_key_sees_its_own_calls_only(sample: Sample, live: str) -> None:
     url = f"{live}/dashboard/data.json"
     assert requests.get(url, timeout=30).status_code == 401

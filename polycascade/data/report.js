@@ -163,6 +163,7 @@
     draw(data);
   }
 
-  if (live) { refresh(); setInterval(() => { if (sessionStorage.getItem(KEY)) refresh(); }, 15000); }
+  const every = 1000 * Number(document.body.dataset.refresh || 15);
+  if (live) { refresh(); setInterval(() => { if (sessionStorage.getItem(KEY)) refresh(); }, every); }
   else draw(data);
 })();
