@@ -66,36 +66,15 @@ def replay_split(
     why_serial = coupling(traces, test_ids, policy, settings)
     kinds = _by_kind(traces, test_ids)
     workers = min(workers or _cores(), len(test_ids) // MIN_TASKS_PER_WORKER, len(kinds))
+
+    def job(ids: list[str], positions: list[int]) -> tuple[Any, ...]:
+        return (traces, ids, positions, policy, settings, history, max_tokens, agreement, prefer, latency_seed)
+
     if why_serial is not None or workers < 2:
-        job = (
-            traces,
-            test_ids,
-            list(range(len(test_ids))),
-            policy,
-            settings,
-            history,
-            max_tokens,
-            agreement,
-            prefer,
-            latency_seed,
-        )
-        return PendingReplay(test_ids, serial=job, why_serial=why_serial or "one worker is enough for this split")
+        serial = job(test_ids, list(range(len(test_ids))))
+        return PendingReplay(test_ids, serial=serial, why_serial=why_serial or "one worker is enough for this split")
     positions = {task_id: i for i, task_id in enumerate(test_ids)}
-    jobs = [
-        (
-            traces,
-            ids,
-            [positions[t] for t in ids],
-            policy,
-            settings,
-            history,
-            max_tokens,
-            agreement,
-            prefer,
-            latency_seed,
-        )
-        for ids in kinds
-    ]
+    jobs = [job(ids, [positions[t] for t in ids]) for ids in kinds]
     return PendingReplay(test_ids, jobs=jobs, workers=workers)
 
 

@@ -21,13 +21,14 @@ policy_app = typer.Typer(help="Validate and inspect policy files.", no_args_is_h
 ledger_app = typer.Typer(help="Look after the ledger: retention.", no_args_is_help=True)
 LedgerOpt = Annotated[str, typer.Option("--ledger", help="Ledger URL: sqlite:///FILE, a path, or memory://.")]
 RATIOS = {"share", "cap", "used", "pass_rate", "escalation_rate"}
+ModelsOpt = Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @policy_app.command("check")
 def check(
     file: Annotated[Path, typer.Argument(help="Policy YAML, or a preset name: balanced, cost-first, jp-enterprise.")],
-    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    models_file: ModelsOpt = None,
 ) -> None:
     """Validate a policy against the catalog; errors name file, line and field."""
     from polycascade.policies.config import load_policy
@@ -109,7 +110,7 @@ def report(
         float | None,
         typer.Option("--hours", help="Window in whole hours (default: the policy's share window, or 24)."),
     ] = None,
-    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    models_file: ModelsOpt = None,
     ledger: LedgerOpt = "polycascade.db",
     as_json: JsonOpt = False,
     html: Annotated[
@@ -118,13 +119,12 @@ def report(
     lang: Annotated[str, typer.Option("--lang", help="Labels of the HTML page: en or ja.")] = "en",
 ) -> None:
     """Spend, calls and shares by vendor and jurisdiction against the caps; escalations; budgets."""
-    from polycascade.policies.config import load_policy
 
     from ._page import render, shell
     from ._report_page import report_page
     from .views import Scope, build_report, recent_calls
 
-    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
+    loaded = _policy(policy, models_file)
     scope = Scope.of(loaded, run_id=run, tenant=tenant, since_hours=hours)
     if html is not None:
         shell(lang)  # an unknown language fails before the ledger is read
@@ -163,7 +163,7 @@ def dashboard(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Show this policy's caps, budgets and time zone.")
     ] = None,
-    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    models_file: ModelsOpt = None,
     tenants: Annotated[
         Path | None,
         typer.Option(help="YAML: tenants with key_env or key_sha256, as for serve (default: POLYCASCADE_GATEWAY_KEY)."),
@@ -176,19 +176,14 @@ def dashboard(
     """The report, live in a browser at /dashboard: each tenant's key sees its own calls."""
     from aiohttp import web
 
-    from polycascade.policies.config import load_policy
-
     from ._page import shell
     from .dashboard import PREFIX, add_dashboard
     from .server import TenantKeys
 
     keys = TenantKeys.load(tenants)
-    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
+    loaded = _policy(policy, models_file)
     shell(lang)
-    if "://" not in ledger and not Path(ledger).exists():
-        from .errors import ConfigError
-
-        raise ConfigError(f"no ledger at {ledger}; pass --ledger with the file your runs wrote.")
+    _check_ledger(ledger)
     app = web.Application()
 
     async def ledger_ctx(app: web.Application) -> Any:
@@ -208,7 +203,7 @@ def prune(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Keep what its retention_days says (default 3 years).")
     ] = None,
-    models_file: Annotated[Path | None, typer.Option("--models", help="Models file the policy refers to.")] = None,
+    models_file: ModelsOpt = None,
     days: Annotated[int | None, typer.Option("--days", min=1, help="Keep this many days instead.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; remove nothing.")] = False,
 ) -> None:
@@ -216,9 +211,9 @@ def prune(
     import time
     from datetime import UTC, datetime
 
-    from polycascade.policies.config import Policy, load_policy
+    from polycascade.policies.config import Policy
 
-    loaded = load_policy(policy, Catalog.load(models_file)).policy if policy else None
+    loaded = _policy(policy, models_file)
     keep = days or (loaded.retention_days if loaded else Policy.model_fields["retention_days"].default)
     before = time.time() - keep * 86400
 
@@ -298,11 +293,22 @@ def _instant(text: str | None, flag: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _with_ledger(url: str, action: Any) -> Any:
+def _policy(path: Path | None, models_file: Path | None) -> Any:
+    """The policy a governance command compares against, if one was given."""
+    from polycascade.policies.config import load_policy
+
+    return load_policy(path, Catalog.load(models_file)).policy if path else None
+
+
+def _check_ledger(url: str) -> None:
     if "://" not in url and not Path(url).exists():
         from .errors import ConfigError
 
         raise ConfigError(f"no ledger at {url}; pass --ledger with the file your runs wrote.")
+
+
+def _with_ledger(url: str, action: Any) -> Any:
+    _check_ledger(url)
 
     async def go() -> Any:
         lg = open_ledger(url)

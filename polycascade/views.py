@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from ._ledger_rollup import HOUR
+from ._ledger_sql import COLUMNS, to_record
 from .insight import explained
 from .ledger import IN_FLIGHT, SELF_HOSTED, Ledger, from_pico
 from .records import frozen
@@ -114,13 +115,9 @@ async def recent_calls(
     """The latest calls in scope, each with its explanation (as `explain` gives it)."""
     zone = ZoneInfo(timezone)
     where, args = scope.where(hourly=False)
-    rows = await ledger.totals(f"SELECT call_id FROM {{calls}} {where} ORDER BY ts DESC LIMIT {int(limit)}", *args)
-    calls = []
-    for (call_id,) in rows:
-        rec = await ledger.get(call_id)
-        if rec is not None:
-            calls.append({**explained(rec), "when": _local(rec.ts, zone, seconds=True)})
-    return calls
+    statement = f"SELECT {', '.join(COLUMNS)} FROM {{calls}} {where} ORDER BY ts DESC LIMIT {int(limit)}"
+    records = [to_record(row) for row in await ledger.totals(statement, *args)]  # one query, not one per call
+    return [{**explained(rec), "when": _local(rec.ts, zone, seconds=True)} for rec in records]
 
 
 # SQL ----------------------------------------------------------------------------------------------

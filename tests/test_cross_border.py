@@ -15,14 +15,13 @@ from polycascade import Task
 from polycascade._ledger_sqlite import SQLiteLedger
 from polycascade.agents.evaluators import LLMJudge
 from polycascade.errors import PolicyError
-from polycascade.gateway import Gateway, RetryPolicy
-from polycascade.governor import Governor
 from polycascade.graphs.cascade import Cascade
 from polycascade.policies.config import load_policy
 from polycascade.testing import ScriptedRequest
 
 from .conftest import run_cli
 from .test_policy_e2e import FLEET, Fleet
+from .test_policy_e2e import cascade as governed
 
 PERSONAL = {  # residency lets it go to US vendors; the transfer rule asks for a basis per country
     "vendor_jurisdictions": ["JP", "US"], "host_jurisdictions": ["JP", "US"],
@@ -51,11 +50,8 @@ def policy_file(tmp_path: Path, **classes: dict[str, object]) -> Path:
 
 
 def cascade(fleet: Fleet, policy: Path, ledger: SQLiteLedger) -> Cascade:
-    catalog = fleet.catalog()
-    loaded = load_policy(policy, catalog)
-    gateway = Gateway(catalog, ledger, RetryPolicy(max_attempts=1))
-    judge = LLMJudge([catalog["jp/claude"]])  # Anthropic: a US vendor, hosted in Japan
-    return Cascade(gateway, loaded.pool, governor=Governor(loaded.policy, ledger), evaluator=judge)
+    judge = LLMJudge([fleet.catalog()["jp/claude"]])  # Anthropic: a US vendor, hosted in Japan
+    return governed(fleet, policy, ledger, evaluator=judge)
 
 
 async def test_personal_data_goes_abroad_with_a_basis_and_each_call_records_where_and_why(

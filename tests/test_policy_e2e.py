@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -83,11 +84,11 @@ def write_policy(tmp_path: Path, **overrides: object) -> Path:
     return path
 
 
-def cascade(fleet: Fleet, policy_file: Path, ledger: Ledger) -> Cascade:
+def cascade(fleet: Fleet, policy_file: Path, ledger: Ledger, evaluator: Any = None) -> Cascade:
     catalog = fleet.catalog()
     loaded = load_policy(policy_file, catalog)
     gateway = Gateway(catalog, ledger, RetryPolicy(max_attempts=2, initial_s=0.01))
-    return Cascade(gateway, loaded.pool, governor=Governor(loaded.policy, ledger))
+    return Cascade(gateway, loaded.pool, governor=Governor(loaded.policy, ledger), evaluator=evaluator)
 
 
 async def test_100_concurrent_requests_keep_the_share_cap(fleet: Fleet, tmp_path: Path) -> None:

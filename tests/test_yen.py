@@ -26,7 +26,7 @@ from polycascade.policies.config import load_policy
 
 from .conftest import run_cli
 from .test_pages import CHROMIUM, browser, open_page  # noqa: F401 - `browser` is a fixture
-from .test_policy_e2e import FLEET, Fleet
+from .test_policy_e2e import FLEET, Fleet, cascade
 
 TODAY = date.today()
 RATES = f"date,jpy_per_usd\n{TODAY - timedelta(days=30)},149.80\n{TODAY - timedelta(days=1)},151.25\n"
@@ -48,13 +48,6 @@ def yen_policy(tmp_path: Path, **budgets: object) -> Path:
         "data_classes": {"public": {}}, "default_data_class": "public", "budgets": budgets,
     }))  # fmt: skip
     return path
-
-
-def cascade(fleet: Fleet, policy: Path, ledger: SQLiteLedger) -> Cascade:
-    catalog = fleet.catalog()
-    loaded = load_policy(policy, catalog)
-    gateway = Gateway(catalog, ledger, RetryPolicy(max_attempts=1))
-    return Cascade(gateway, loaded.pool, governor=Governor(loaded.policy, ledger))
 
 
 def test_a_run_under_a_yen_policy_reports_and_exports_yen_at_the_rate_and_keeps_usd_exact(
